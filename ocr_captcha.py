@@ -1,0 +1,507 @@
+"""OCR model for reading captchas: a CNN + BiLSTM network trained with CTC loss.
+
+    python ocr_captcha.py                          # train on captcha_images/, save model/ocr_captcha.keras
+    python ocr_captcha.py --data-dir DIR --epochs 40
+
+Every image in the data folder is a captcha whose file name is its label
+(`0427.png`, or `0427_13.png` when labels repeat). The script reads the images,
+infers the charset and the longest label, trains the network with CTC loss, and
+saves one `.keras` file that carries everything needed to read new captchas
+(`predict_example.py` shows how).
+
+The file reads top to bottom: data, model, metrics, training, inference.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+import ocr_core
+from ocr_core import DatasetError, ImageReadError, ModelLoadError, ModelSpec
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+with ocr_core.silenced_stderr():  # TensorFlow's C++ start-up messages ignore TF_CPP_MIN_LOG_LEVEL
+    import keras
+    import tensorflow as tf
+    from keras import layers
+
+DEFAULT_DATA_DIR = "captcha_images"
+DEFAULT_MODEL = "model/ocr_captcha.keras"
+DEFAULT_IMG_HEIGHT = 48
+# A folder with more unreadable files than this is more likely the wrong folder than a few bad downloads.
+MAX_BAD_FRACTION = 0.10
+
+
+# ---------------------------------------------------------------------------
+# Data: file names are labels; images are decoded once and held in memory
+# ---------------------------------------------------------------------------
+
+
+class LabelledImages(NamedTuple):
+    """Decoded images with their labels and source files."""
+
+    images: np.ndarray  # float32 (n, height, width) in [0, 1]
+    labels: list[str]
+    paths: list[Path]
+    bad_files: list[str]  # "path: problem" for each file that could not be read
+
+
+def infer_spec(items: list[tuple[Path, str]], height: int, width: int | None) -> ModelSpec:
+    """Charset, longest label and geometry for a labelled folder (width from the median aspect ratio)."""
+    labels = [label for _, label in items]
+    if width is None:
+        sizes = []
+        for path, _ in items:
+            try:
+                sizes.append(ocr_core.image_size(path))
+            except ImageReadError:
+                continue  # reported once, when the images are decoded
+        height, width = ocr_core.geometry_for(sizes or [(height, height)], height)
+    return ModelSpec(
+        charset=ocr_core.charset_from_labels(labels),
+        height=height,
+        width=width,
+        max_label_length=max(len(label) for label in labels),
+    )
+
+
+def check_time_steps(labels: list[str], spec: ModelSpec) -> None:
+    """Fail early when a label needs more CTC time steps than the geometry gives."""
+    longest = max(labels, key=ocr_core.min_time_steps)
+    needed = ocr_core.min_time_steps(longest)
+    if needed > spec.time_steps:
+        raise DatasetError(
+            f"label {longest!r} needs {needed} CTC time steps but a {spec.width}-pixel-wide input gives"
+            f" {spec.time_steps}; use --img-width {needed * ocr_core.WIDTH_PER_TIME_STEP} or more"
+        )
+
+
+def load_images(items: list[tuple[Path, str]], spec: ModelSpec) -> LabelledImages:
+    """Decode every image with the shared reader, skipping (and listing) unreadable files."""
+
+    def read(item: tuple[Path, str]):
+        try:
+            return ocr_core.read_image(item[0], spec.height, spec.width)
+        except ImageReadError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = list(pool.map(read, items))
+    good = [(array, item) for array, item in zip(results, items) if isinstance(array, np.ndarray)]
+    bad = [str(error) for error in results if isinstance(error, ImageReadError)]
+    images = np.stack([array for array, _ in good]) if good else np.zeros((0, spec.height, spec.width), np.float32)
+    return LabelledImages(images, [label for _, (_, label) in good], [path for _, (path, _) in good], bad)
+
+
+def split_indices(count: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, deterministic (train, validation) split of range(count)."""
+    order = np.random.default_rng(seed).permutation(count)
+    n_val = min(count - 1, max(1, round(count * val_split))) if val_split > 0 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def encode_labels(labels: list[str], spec: ModelSpec) -> np.ndarray:
+    """Labels as an int32 (n, max_label_length) array of class indices, padded with the blank (0)."""
+    encoded = np.zeros((len(labels), spec.max_label_length), dtype=np.int32)
+    for row, label in enumerate(labels):
+        indices = ocr_core.encode_label(label, spec.charset)
+        encoded[row, : len(indices)] = indices
+    return encoded
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
+    """A batched tf.data pipeline; with a seed it reshuffles every epoch (training)."""
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------------------
+# Model: convolutions read columns of pixels, two BiLSTMs read the sequence
+# ---------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="ocr_captcha")
+class ModelInfo(layers.Layer):
+    """Identity layer that stores the charset, geometry and validation scores in the saved model."""
+
+    def __init__(self, charset, height, width, max_label_length, validation=None, format_version=1, **kwargs):
+        super().__init__(**kwargs)
+        self.spec = ModelSpec(charset, int(height), int(width), int(max_label_length))
+        self.validation = dict(validation or {})
+        self.format_version = int(format_version)
+
+    def call(self, inputs):
+        """Pass the logits through unchanged."""
+        return inputs
+
+    def get_config(self) -> dict:
+        """Config that round-trips through the `.keras` file."""
+        config = super().get_config()
+        config.update(self.spec.to_dict(), validation=self.validation, format_version=self.format_version)
+        return config
+
+
+def build_model(spec: ModelSpec) -> keras.Model:
+    """The CRNN: three conv blocks with batch norm, two BiLSTMs, per-step logits (class 0 is the blank)."""
+    inputs = keras.Input(shape=(spec.height, spec.width), name="image")
+    x = layers.Reshape((spec.height, spec.width, 1))(inputs)
+    # Pool height more than width: the width becomes the CTC time axis (one step per 4 columns).
+    for filters, pool in ((32, (2, 2)), (64, (2, 2)), (96, (2, 1))):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.MaxPooling2D(pool)(x)
+    x = layers.Permute((2, 1, 3))(x)  # (batch, width, height, channels): one row per time step
+    x = layers.Reshape((spec.time_steps, -1))(x)
+    x = layers.Dense(96, activation="relu")(x)
+    x = layers.Dropout(0.2)(x)
+    x = layers.Bidirectional(layers.LSTM(96, return_sequences=True, dropout=0.2))(x)
+    x = layers.Bidirectional(layers.LSTM(64, return_sequences=True, dropout=0.2))(x)
+    logits = layers.Dense(spec.num_classes, name="logits")(x)
+    outputs = ModelInfo(**spec.to_dict(), name="model_info")(logits)
+    return keras.Model(inputs, outputs, name="ocr_captcha")
+
+
+def model_info(model: keras.Model) -> ModelInfo:
+    """The ModelInfo layer of one of our models."""
+    for layer in model.layers:
+        if isinstance(layer, ModelInfo):
+            return layer
+    raise ModelLoadError(f"model {model.name!r} has no ModelInfo layer: not an ocr_captcha model")
+
+
+# ---------------------------------------------------------------------------
+# Metrics: whole-code accuracy and character error rate, shown every epoch
+# ---------------------------------------------------------------------------
+
+
+def greedy_edit_distances(y_true, logits):
+    """Per-image edit distance between the greedy CTC reading and the label, and the label lengths."""
+    batch = tf.shape(logits)[0]
+    steps = tf.fill([batch], tf.shape(logits)[1])
+    decoded, _ = tf.nn.ctc_greedy_decoder(
+        tf.transpose(logits, [1, 0, 2]), steps, merge_repeated=True, blank_index=ocr_core.BLANK_INDEX
+    )
+    truth = tf.sparse.from_dense(tf.cast(y_true, tf.int64))  # padding is the blank, 0, so it drops out
+    distances = tf.edit_distance(tf.cast(decoded[0], tf.int64), truth, normalize=False)
+    lengths = tf.reduce_sum(tf.cast(tf.not_equal(y_true, ocr_core.BLANK_INDEX), tf.float32), axis=-1)
+    return distances, lengths
+
+
+@keras.saving.register_keras_serializable(package="ocr_captcha")
+class SequenceAccuracy(keras.metrics.Metric):
+    """Fraction of images whose whole code is read right."""
+
+    def __init__(self, name="seq_acc", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.right = self.add_variable(shape=(), initializer="zeros", name="right")
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """Add one batch."""
+        distances, _ = greedy_edit_distances(y_true, y_pred)
+        self.right.assign_add(tf.reduce_sum(tf.cast(distances == 0, tf.float32)))
+        self.total.assign_add(tf.cast(tf.size(distances), tf.float32))
+
+    def result(self):
+        """Accuracy so far."""
+        return tf.math.divide_no_nan(self.right, self.total)
+
+
+@keras.saving.register_keras_serializable(package="ocr_captcha")
+class CharacterErrorRate(keras.metrics.Metric):
+    """Edit distance of the greedy readings divided by the number of label characters."""
+
+    def __init__(self, name="cer", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.errors = self.add_variable(shape=(), initializer="zeros", name="errors")
+        self.chars = self.add_variable(shape=(), initializer="zeros", name="chars")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """Add one batch."""
+        distances, lengths = greedy_edit_distances(y_true, y_pred)
+        self.errors.assign_add(tf.reduce_sum(distances))
+        self.chars.assign_add(tf.reduce_sum(lengths))
+
+    def result(self):
+        """Error rate so far."""
+        return tf.math.divide_no_nan(self.errors, self.chars)
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+
+
+def compile_model(model: keras.Model, learning_rate: float, total_steps: int) -> None:
+    """Adam with a warm-up and cosine decay, CTC loss on logits (blank 0), and the reading metrics."""
+    warmup = max(1, total_steps // 20)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate / 10,
+        decay_steps=max(1, total_steps - warmup),
+        alpha=0.01,
+        warmup_target=learning_rate,
+        warmup_steps=warmup,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0),
+        loss=keras.losses.CTC(),
+        metrics=[SequenceAccuracy(), CharacterErrorRate()],
+        jit_compile=False,
+    )
+
+
+def run_key(items: list[tuple[Path, str]], args: argparse.Namespace, spec: ModelSpec) -> str:
+    """A short hash of the data and settings, so that a backup is only restored into the same run."""
+    digest = hashlib.sha256()
+    for path, label in items:
+        digest.update(f"{path.name}\t{label}\t{path.stat().st_size}\n".encode())
+    settings = [spec.to_dict(), args.epochs, args.batch_size, args.seed, args.val_split, args.learning_rate]
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def scratch_dir(model_path: Path) -> Path:
+    """Folder beside the model for checkpoints and logs of runs in progress."""
+    return model_path.with_name(model_path.stem + ".training")
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training when the output folder cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"0" * 65536)
+        probe.unlink()
+    except OSError as error:
+        raise DatasetError(f"{folder}: cannot write the model there ({error.strerror})") from None
+
+
+def write_atomically(path: Path, write) -> None:
+    """Call `write(tmp_path)` on a temporary file beside `path`, then move it into place."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Replace the model file atomically, keeping the previous one as `<name>.prev.keras`."""
+    if path.exists():
+        previous = path.with_name(path.stem + ".prev.keras")
+        write_atomically(previous, lambda tmp: shutil.copy2(path, tmp))
+    # A fresh functional model over the same layers: saved without optimizer state or compile settings.
+    inference_model = keras.Model(model.inputs, model.outputs, name=model.name)
+    write_atomically(path, lambda tmp: inference_model.save(tmp))
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically."""
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train on a labelled folder and save the model, its split, log and plots."""
+    keras.utils.set_random_seed(args.seed)
+    model_path = Path(args.model)
+    check_writable(model_path.parent)
+    items = ocr_core.list_labelled_images(args.data_dir)
+    if not items:
+        raise DatasetError(f"{args.data_dir}: no images ({', '.join(ocr_core.IMAGE_EXTENSIONS)})")
+    spec = infer_spec(items, args.img_height, args.img_width)
+    check_time_steps([label for _, label in items], spec)
+    print(f"{len(items)} images in {args.data_dir}; charset {spec.charset!r} ({len(spec.charset)}), "
+          f"labels up to {spec.max_label_length}; input {spec.height}x{spec.width}, {spec.time_steps} time steps")
+
+    data = load_images(items, spec)
+    report_bad_files(data.bad_files, len(items), model_path)
+    train_idx, val_idx = split_indices(len(data.labels), args.val_split, args.seed)
+    labels = encode_labels(data.labels, spec)
+    train_ds = make_dataset(data.images[train_idx], labels[train_idx], args.batch_size, args.seed)
+    val_ds = make_dataset(data.images[val_idx], labels[val_idx], args.batch_size, None) if len(val_idx) else None
+    print(f"training on {len(train_idx)} images, validating on {len(val_idx)} (seed {args.seed})")
+
+    model = build_model(spec)
+    steps_per_epoch = int(np.ceil(len(train_idx) / args.batch_size))
+    compile_model(model, args.learning_rate, args.epochs * steps_per_epoch)
+    # Checkpoints and the log of a run in progress live in a folder keyed to its data and settings:
+    # re-running the same command resumes there, and a different run never restores them.
+    work = scratch_dir(model_path) / f"run-{run_key(items, args, spec)}"
+    if args.restart:
+        shutil.rmtree(work, ignore_errors=True)
+    if (work / "backup").exists():
+        print(f"resuming from the last finished epoch in {work} (--restart to start over)")
+    work.mkdir(parents=True, exist_ok=True)
+    log_path = work / "training_log.csv"
+    monitor = "val_loss" if val_ds is not None else "loss"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=args.patience, restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(log_path), append=True),
+    ]
+    started = time.monotonic()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
+                        shuffle=False, verbose=args.verbose)  # the dataset shuffles itself
+    seconds = time.monotonic() - started
+
+    val_images, val_labels = data.images[val_idx], [data.labels[i] for i in val_idx]
+    readings = Reader(model).read_arrays(val_images)
+    seq_acc, cer = ocr_core.score(val_labels, [r.text for r in readings])
+    model_info(model).validation = {"seq_acc": seq_acc, "cer": cer, "n": len(val_idx)}
+    print(f"validation: sequence accuracy {seq_acc:.4f}, character error rate {cer:.4f} "
+          f"({len(val_idx)} images, {seconds:.0f} s of training)")
+
+    save_model(model, model_path)
+    shutil.move(str(log_path), model_path.with_name("training_log.csv"))
+    shutil.rmtree(scratch_dir(model_path), ignore_errors=True)
+    write_json(model_path.with_name("split.json"), {
+        "data_dir": str(args.data_dir), "seed": args.seed, "val_split": args.val_split,
+        "train": [data.paths[i].name for i in train_idx],
+        "validation": [data.paths[i].name for i in val_idx],
+    })
+    import ocr_plots  # matplotlib is only needed once training is done
+
+    ocr_plots.save_training_plots(model_path.parent, history.history, model, val_images, val_labels, readings)
+    print(f"saved {model_path} (plots and split.json beside it)")
+    return 0
+
+
+def report_bad_files(bad_files: list[str], total: int, model_path: Path) -> None:
+    """Warn about unreadable files in one line and list them beside the model; stop if there are too many."""
+    if not bad_files:
+        return
+    if len(bad_files) == total:
+        raise DatasetError(f"no readable images among {total} files (first: {bad_files[0]})")
+    if len(bad_files) > MAX_BAD_FRACTION * total:
+        raise DatasetError(f"{len(bad_files)} of {total} files are unreadable (first: {bad_files[0]}); "
+                           "is this the right folder?")
+    listing = model_path.with_name("bad_files.txt")
+    listing.write_text("\n".join(bad_files) + "\n")
+    first = "; ".join(bad_files[:3])
+    print(f"warning: skipped {len(bad_files)} unreadable files ({first}); full list in {listing}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------
+# Inference: the Python API that predict_example.py uses
+# ---------------------------------------------------------------------------
+
+
+class Reading(NamedTuple):
+    """What the model read in one image."""
+
+    text: str
+    confidence: float
+
+
+class Reader:
+    """Reads captchas with a trained model: images in, texts and confidences out."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        info = model_info(model)
+        self.spec = info.spec
+        self.validation = info.validation
+        self.format_version = info.format_version
+
+    def preprocess(self, sources: Sequence[ocr_core.ImageSource]) -> np.ndarray:
+        """Read and resize images into a float32 (n, height, width) batch."""
+        arrays = [ocr_core.read_image(s, self.spec.height, self.spec.width) for s in sources]
+        return np.stack(arrays) if arrays else np.zeros((0, self.spec.height, self.spec.width), np.float32)
+
+    def read_arrays(self, batch: np.ndarray, batch_size: int = 256) -> list[Reading]:
+        """Read a preprocessed batch from `preprocess` or `ocr_core.read_image`."""
+        if len(batch) == 0:
+            return []
+        logits = self.model.predict(batch, batch_size=batch_size, verbose=0)
+        decoded = ocr_core.greedy_decode(ocr_core.softmax(logits), self.spec.charset)
+        return [Reading(text, confidence) for text, confidence in decoded]
+
+    def read(self, sources: Sequence[ocr_core.ImageSource], batch_size: int = 256) -> list[Reading]:
+        """Read images given as paths, bytes, arrays or PIL images."""
+        return self.read_arrays(self.preprocess(sources), batch_size)
+
+
+def load_reader(path: str | Path = DEFAULT_MODEL) -> Reader:
+    """Load a saved model (safe mode on: nothing in the file is executed) as a Reader."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such model; train one first with `python ocr_captcha.py`")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file; all mean "unusable"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"{path}: not a usable ocr_captcha model ({reason[:300]})") from None
+    return Reader(model)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 0.9]."""
+    value = float(text)
+    if not 0 <= value <= 0.9:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 0.9, got {value}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        description="Train a CNN + BiLSTM + CTC captcha reader on a folder of images named by their labels.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder of labelled images")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model file: written by training, read by other modes")
+    parser.add_argument("--epochs", type=positive_int, default=15, help="maximum number of epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per training step")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (cosine schedule)")
+    parser.add_argument("--patience", type=positive_int, default=5, help="epochs without a better val loss before stopping")
+    parser.add_argument("--seed", type=int, default=1337, help="seed for the split, shuffling and weights")
+    parser.add_argument("--val-split", type=fraction, default=0.1, help="fraction of images held out for validation")
+    parser.add_argument("--img-height", type=positive_int, default=DEFAULT_IMG_HEIGHT, help="model input height")
+    parser.add_argument("--img-width", type=positive_int, default=None,
+                        help="model input width (default: from the median aspect ratio of the data)")
+    parser.add_argument("--restart", action="store_true", help="ignore the backup of an interrupted run")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the training script; errors become one line on stderr and exit status 1."""
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except (DatasetError, ImageReadError, ModelLoadError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

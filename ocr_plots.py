@@ -1,0 +1,94 @@
+"""The figures a training run writes beside its model: learning curve, network diagram, sample readings.
+
+Only matplotlib is used (no Graphviz), so the figures work with a pip-only set-up.
+"""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def save_learning_curve(history: dict, path: Path) -> None:
+    """Loss, sequence accuracy and character error rate per epoch, training and validation."""
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    panels = [("loss", "CTC loss"), ("seq_acc", "sequence accuracy"), ("cer", "character error rate")]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for axis, (key, title) in zip(axes, panels):
+        for prefix, style, label in (("", "-", "training"), ("val_", "--", "validation")):
+            if prefix + key in history:
+                axis.plot(epochs, history[prefix + key], style, marker=".", label=label)
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    axes[0].set_yscale("log")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def layer_summary(layer) -> tuple[str, str]:
+    """(title, output shape) lines for one layer's box in the diagram."""
+    kind = type(layer).__name__
+    inner = getattr(layer, "forward_layer", None)
+    if inner is not None:
+        kind = f"Bidirectional({type(inner).__name__} {inner.units})"
+    elif hasattr(layer, "filters"):
+        kind = f"{kind} {layer.filters} {layer.kernel_size[0]}x{layer.kernel_size[1]}"
+    elif hasattr(layer, "units"):
+        kind = f"{kind} {layer.units}"
+    elif hasattr(layer, "pool_size"):
+        kind = f"{kind} {layer.pool_size[0]}x{layer.pool_size[1]}"
+    shape = getattr(layer, "output", None)
+    shape = tuple(shape.shape) if shape is not None else ()
+    return f"{layer.name}: {kind}", "output " + str(shape).replace("None", "batch")
+
+
+def save_model_structure(model, path: Path) -> None:
+    """A top-to-bottom box diagram of the network's layers with their output shapes."""
+    rows = [layer_summary(layer) for layer in model.layers]
+    height = 0.55 * len(rows) + 0.6
+    figure, axis = plt.subplots(figsize=(6.4, height))
+    axis.set_xlim(0, 1)
+    axis.set_ylim(len(rows), -0.6)
+    axis.axis("off")
+    for i, (title, shape) in enumerate(rows):
+        axis.text(0.5, i, f"{title}\n{shape}", ha="center", va="center", fontsize=8.5, family="monospace",
+                  bbox={"boxstyle": "round,pad=0.3", "facecolor": "#e8f0fe", "edgecolor": "#4a6fa5"})
+        if i:
+            axis.annotate("", xy=(0.5, i - 0.32), xytext=(0.5, i - 0.68), arrowprops={"arrowstyle": "->"})
+    axis.set_title(f"{model.name}: {model.count_params():,} parameters", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_sample_predictions(images: np.ndarray, truths: list[str], readings: list, path: Path, count: int = 16) -> None:
+    """A grid of validation images with reading and truth; misreads first, in red."""
+    order = sorted(range(len(truths)), key=lambda i: readings[i].text == truths[i])[:count]
+    columns = 4
+    rows = max(1, int(np.ceil(len(order) / columns)))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 1.55 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, i in zip(axes.flat, order):
+        right = readings[i].text == truths[i]
+        axis.imshow(images[i], cmap="gray", vmin=0, vmax=1)
+        mark = "" if right else "  MISREAD"
+        axis.set_title(f"read {readings[i].text!r}  truth {truths[i]!r}{mark}", fontsize=8,
+                       color="black" if right else "red")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_training_plots(folder: Path, history: dict, model, images: np.ndarray, truths: list[str], readings: list) -> None:
+    """Write learning_curve.png, model_structure.png and sample_predictions.png into `folder`."""
+    save_learning_curve(history, folder / "learning_curve.png")
+    save_model_structure(model, folder / "model_structure.png")
+    if len(truths):
+        save_sample_predictions(images, truths, readings, folder / "sample_predictions.png")

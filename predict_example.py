@@ -1,0 +1,113 @@
+"""Read captchas with a model trained by ocr_captcha.py.
+
+    python predict_example.py                          # reads test.png with model/ocr_captcha.keras
+    python predict_example.py IMG_OR_DIR [...] [--model PATH] [--json]
+    python predict_example.py --info                   # what the model knows: charset, geometry, scores
+
+With one image the output is just its text. With several images, or a folder
+(its image files, sorted, not recursive), each line is `path<TAB>text`; with
+--json each line is {"path", "text", "confidence"}. An image that cannot be read
+gets a line on stderr (and {"path", "error"} with --json), the others are still
+read, and the exit status is 1.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import ocr_core
+from ocr_core import DatasetError, ImageReadError, ModelLoadError
+
+DEFAULT_MODEL = "model/ocr_captcha.keras"
+DEFAULT_IMAGE = "test.png"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description="Read captcha images with a trained ocr_captcha model.")
+    parser.add_argument("inputs", nargs="*", default=[DEFAULT_IMAGE],
+                        help=f"image files or folders of images (default: {DEFAULT_IMAGE})")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model file (default: {DEFAULT_MODEL})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image")
+    parser.add_argument("--info", action="store_true", help="print what the model was trained for and exit")
+    return parser.parse_args(argv)
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[str], bool]:
+    """Image paths for files and folders as given, and whether the output needs a path per line."""
+    paths: list[str] = []
+    for item in inputs:
+        if Path(item).is_dir():
+            paths.extend(str(Path(item) / p.name) for p in ocr_core.list_images(item))
+        else:
+            paths.append(item)
+    many = len(inputs) > 1 or any(Path(item).is_dir() for item in inputs)
+    return paths, many
+
+
+def print_info(reader, as_json: bool) -> None:
+    """Print the model's charset, geometry, longest label, validation scores and format version."""
+    info = {**reader.spec.to_dict(), "validation": reader.validation, "format_version": reader.format_version}
+    if as_json:
+        print(json.dumps(info))
+        return
+    for key, value in info.items():
+        print(f"{key}: {value}")
+
+
+def read_all(reader, paths: list[str]) -> dict[str, object]:
+    """A reading or an error message for every path, images read in one batch."""
+    arrays, results = {}, {}
+    for path in paths:
+        try:
+            arrays[path] = ocr_core.read_image(path, reader.spec.height, reader.spec.width)
+        except ImageReadError as error:
+            results[path] = str(error)
+    readings = reader.read_arrays(np.stack(list(arrays.values()))) if arrays else []
+    results.update(zip(arrays, readings))
+    return {path: results[path] for path in paths}
+
+
+def print_results(results: dict[str, object], many: bool, as_json: bool) -> int:
+    """Print each reading on stdout and each failure on stderr; return the exit status."""
+    status = 0
+    for path, result in results.items():
+        if isinstance(result, str):
+            status = 1
+            print(f"error: {result}", file=sys.stderr)
+            if as_json:
+                print(json.dumps({"path": path, "error": result}))
+        elif as_json:
+            print(json.dumps({"path": path, "text": result.text, "confidence": round(result.confidence, 6)}))
+        elif many:
+            print(f"{path}\t{result.text}")
+        else:
+            print(result.text)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Read the images named on the command line; errors are one line on stderr."""
+    args = parse_args(argv)
+    try:
+        paths, many = ([], False) if args.info else expand_inputs(args.inputs)
+        if args.inputs == [DEFAULT_IMAGE] and not args.info and not Path(DEFAULT_IMAGE).exists():
+            raise DatasetError(f"{DEFAULT_IMAGE}: no such file; pass an image path or run from the project folder")
+        import ocr_captcha  # imports TensorFlow: only once the arguments are known to be sane
+
+        reader = ocr_captcha.load_reader(args.model)
+    except (DatasetError, ModelLoadError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.info:
+        print_info(reader, args.json)
+        return 0
+    return print_results(read_all(reader, paths), many, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""predict_example.py: output formats, folders, bad images, and the two scripts end to end."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import predict_example
+from conftest import ROOT
+
+
+def run_script(*args, cwd=ROOT):
+    """Run a project script in a fresh Python process."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_cli_single_image_prints_only_the_text(trained_model, tiny_data, reader):
+    image = sorted(tiny_data.iterdir())[0]
+    result = run_script(str(ROOT / "predict_example.py"), str(image), "--model", str(trained_model))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == reader.read([image])[0].text + "\n"
+    assert "oneDNN" not in result.stderr and "absl" not in result.stderr
+
+
+def test_cli_folder_json_with_a_bad_file(trained_model, tiny_data, tmp_path, reader):
+    folder = tmp_path / "mixed"
+    shutil.copytree(tiny_data, folder)
+    (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    result = run_script(str(ROOT / "predict_example.py"), str(folder), "--model", str(trained_model), "--json")
+    assert result.returncode == 1
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 65
+    assert rows[-1]["path"] == str(folder / "zz_broken.png") and "zz_broken.png" in rows[-1]["error"]
+    good = rows[:-1]
+    expected = reader.read([row["path"] for row in good])
+    assert [(r["text"], r["confidence"]) for r in good] == [(e.text, round(e.confidence, 6)) for e in expected]
+    assert all(0.0 <= r["confidence"] <= 1.0 for r in good)
+    assert result.stderr.count("error:") == 1
+
+
+def test_several_images_print_path_tab_text(trained_model, tiny_data, capsys, reader):
+    images = [str(p) for p in sorted(tiny_data.iterdir())[:3]]
+    assert predict_example.main([*images, "--model", str(trained_model)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{p}\t{r.text}" for p, r in zip(images, reader.read(images))]
+
+
+def test_info_reports_the_model(trained_model, capsys):
+    assert predict_example.main(["--info", "--json", "--model", str(trained_model)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["charset"] == "0123456789" and info["height"] == 48 and info["width"] == 128
+    assert info["max_label_length"] == 4 and info["format_version"] == 1
+    assert set(info["validation"]) == {"seq_acc", "cer", "n"}
+
+
+def test_missing_model_says_what_to_run(tmp_path, tiny_data, capsys):
+    image = str(sorted(tiny_data.iterdir())[0])
+    assert predict_example.main([image, "--model", str(tmp_path / "none.keras")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "python ocr_captcha.py" in err and "\n" not in err
+
+
+def test_not_a_model_file_is_a_clear_error(tmp_path, tiny_data, capsys):
+    fake = tmp_path / "fake.keras"
+    fake.write_bytes(b"PK\x03\x04 this is not a zip")
+    assert predict_example.main([str(sorted(tiny_data.iterdir())[0]), "--model", str(fake)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {fake}: not a usable ocr_captcha model") and "\n" not in err
+
+
+def test_train_then_predict_as_a_new_user(tiny_data, tmp_path):
+    """`python ocr_captcha.py` then `python predict_example.py` in a fresh folder, defaults only."""
+    shutil.copytree(tiny_data, tmp_path / "captcha_images")
+    shutil.copy(sorted(tiny_data.iterdir())[0], tmp_path / "test.png")
+    trained = run_script(str(ROOT / "ocr_captcha.py"), "--epochs", "1", "--verbose", "0", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "validation: sequence accuracy" in trained.stdout
+    assert (tmp_path / "model" / "ocr_captcha.keras").is_file()
+    predicted = run_script(str(ROOT / "predict_example.py"), cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr
+    assert len(predicted.stdout.splitlines()) == 1
