@@ -262,6 +262,27 @@ def compile_model(model: keras.Model, learning_rate: float, total_steps: int) ->
     )
 
 
+class ResumableBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that starts over, with a warning, when a kill left no readable backup.
+
+    With double_checkpoint=True Keras falls back to the previous backup when the latest is
+    corrupt, but a kill during the very first save leaves no previous one to fall back to.
+    """
+
+    def on_train_begin(self, logs=None):
+        """Restore the last finished epoch, or start from scratch if the backup is unreadable."""
+        initial_weights = self.model.get_weights()
+        try:
+            super().on_train_begin(logs)
+        except OSError:
+            print(f"warning: the backup in {self.backup_dir} is unreadable (killed while saving?); "
+                  "starting over", file=sys.stderr)
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+            self.model.set_weights(initial_weights)
+            for variable in self.model.optimizer.variables:
+                variable.assign(keras.ops.zeros_like(variable))
+
+
 def run_key(items: list[tuple[Path, str]], args: argparse.Namespace, spec: ModelSpec) -> str:
     """A short hash of the data and settings, so that a backup is only restored into the same run."""
     digest = hashlib.sha256()
@@ -327,7 +348,7 @@ def train(args: argparse.Namespace) -> int:
           f"labels up to {spec.max_label_length}; input {spec.height}x{spec.width}, {spec.time_steps} time steps")
 
     data = load_images(items, spec)
-    report_bad_files(data.bad_files, len(items), model_path)
+    report_bad_files(data.bad_files, len(items), args.data_dir, model_path)
     train_idx, val_idx = split_indices(len(data.labels), args.val_split, args.seed)
     labels = encode_labels(data.labels, spec)
     train_ds = make_dataset(data.images[train_idx], labels[train_idx], args.batch_size, args.seed)
@@ -348,7 +369,7 @@ def train(args: argparse.Namespace) -> int:
     log_path = work / "training_log.csv"
     monitor = "val_loss" if val_ds is not None else "loss"
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(work / "backup"), double_checkpoint=True),
+        ResumableBackup(str(work / "backup"), double_checkpoint=True),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=args.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(log_path), append=True),
     ]
@@ -379,15 +400,15 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def report_bad_files(bad_files: list[str], total: int, model_path: Path) -> None:
+def report_bad_files(bad_files: list[str], total: int, data_dir: str, model_path: Path) -> None:
     """Warn about unreadable files in one line and list them beside the model; stop if there are too many."""
     if not bad_files:
         return
     if len(bad_files) == total:
-        raise DatasetError(f"no readable images among {total} files (first: {bad_files[0]})")
+        raise DatasetError(f"{data_dir}: no readable images among {total} files (first: {bad_files[0]})")
     if len(bad_files) > MAX_BAD_FRACTION * total:
-        raise DatasetError(f"{len(bad_files)} of {total} files are unreadable (first: {bad_files[0]}); "
-                           "is this the right folder?")
+        raise DatasetError(f"{data_dir}: {len(bad_files)} of {total} files are unreadable "
+                           f"(first: {bad_files[0]}); is this the right folder?")
     listing = model_path.with_name("bad_files.txt")
     listing.write_text("\n".join(bad_files) + "\n")
     first = "; ".join(bad_files[:3])

@@ -10,6 +10,7 @@ import pytest
 
 import predict_example
 from conftest import ROOT
+from test_reliability import bomb_png
 
 
 def run_script(*args, cwd=ROOT):
@@ -30,16 +31,18 @@ def test_cli_folder_json_with_a_bad_file(trained_model, tiny_data, tmp_path, rea
     folder = tmp_path / "mixed"
     shutil.copytree(tiny_data, folder)
     (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (folder / "zz_bomb.png").write_bytes(bomb_png())
     result = run_script(str(ROOT / "predict_example.py"), str(folder), "--model", str(trained_model), "--json")
     assert result.returncode == 1
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(rows) == 65
+    assert len(rows) == 66
+    assert rows[-2]["path"] == str(folder / "zz_bomb.png") and "too large" in rows[-2]["error"]
     assert rows[-1]["path"] == str(folder / "zz_broken.png") and "zz_broken.png" in rows[-1]["error"]
-    good = rows[:-1]
+    good = rows[:-2]
     expected = reader.read([row["path"] for row in good])
     assert [(r["text"], r["confidence"]) for r in good] == [(e.text, round(e.confidence, 6)) for e in expected]
     assert all(0.0 <= r["confidence"] <= 1.0 for r in good)
-    assert result.stderr.count("error:") == 1
+    assert result.stderr.count("error:") == 2
 
 
 def test_several_images_print_path_tab_text(trained_model, tiny_data, capsys, reader):
