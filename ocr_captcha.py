@@ -37,6 +37,8 @@ with ocr_core.silenced_stderr():  # TensorFlow's C++ start-up messages ignore TF
 DEFAULT_DATA_DIR = "captcha_images"
 DEFAULT_MODEL = "model/ocr_captcha.keras"
 DEFAULT_IMG_HEIGHT = 48
+# Below this many training images, augmentation is on unless --no-augment says otherwise.
+AUGMENT_BELOW = 2000
 # A folder with more unreadable files than this is more likely the wrong folder than a few bad downloads.
 MAX_BAD_FRACTION = 0.10
 
@@ -118,12 +120,35 @@ def encode_labels(labels: list[str], spec: ModelSpec) -> np.ndarray:
     return encoded
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
-    """A batched tf.data pipeline; with a seed it reshuffles every epoch (training)."""
+def augmentation(seed: int) -> keras.Sequential:
+    """Small random distortions that a captcha can take without changing its text."""
+    fill = {"fill_mode": "constant", "fill_value": 1.0}  # new pixels are background white
+    return keras.Sequential([
+        layers.RandomRotation(0.012, seed=seed, **fill),  # up to about 4 degrees
+        layers.RandomTranslation(0.08, 0.03, seed=seed, **fill),
+        layers.RandomZoom((-0.08, 0.08), seed=seed, **fill),
+        layers.RandomContrast(0.4, value_range=(0, 1), seed=seed),
+        layers.RandomGaussianBlur(0.5, kernel_size=3, sigma=(0.1, 0.8), value_range=(0, 1), seed=seed),
+        layers.GaussianNoise(0.03, seed=seed),
+    ], name="augmentation")
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None,
+                 augment: bool = False) -> tf.data.Dataset:
+    """A batched tf.data pipeline; with a seed it reshuffles every epoch, and it can augment (training)."""
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size)
+    if augment:
+        distort = augmentation(shuffle_seed or 0)
+
+        def augment_batch(batch, batch_labels):
+            distorted = distort(batch[..., None], training=True)[..., 0]
+            return tf.clip_by_value(distorted, 0.0, 1.0), batch_labels
+
+        dataset = dataset.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 # ---------------------------------------------------------------------------
@@ -155,22 +180,42 @@ class ModelInfo(layers.Layer):
 def build_model(spec: ModelSpec) -> keras.Model:
     """The CRNN: three conv blocks with batch norm, two BiLSTMs, per-step logits (class 0 is the blank)."""
     inputs = keras.Input(shape=(spec.height, spec.width), name="image")
-    x = layers.Reshape((spec.height, spec.width, 1))(inputs)
+    x = layers.Reshape((spec.height, spec.width, 1), name="add_channel")(inputs)
     # Pool height more than width: the width becomes the CTC time axis (one step per 4 columns).
-    for filters, pool in ((32, (2, 2)), (64, (2, 2)), (96, (2, 1))):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
-        x = layers.BatchNormalization()(x)
-        x = layers.ReLU()(x)
-        x = layers.MaxPooling2D(pool)(x)
-    x = layers.Permute((2, 1, 3))(x)  # (batch, width, height, channels): one row per time step
-    x = layers.Reshape((spec.time_steps, -1))(x)
-    x = layers.Dense(96, activation="relu")(x)
-    x = layers.Dropout(0.2)(x)
-    x = layers.Bidirectional(layers.LSTM(96, return_sequences=True, dropout=0.2))(x)
-    x = layers.Bidirectional(layers.LSTM(64, return_sequences=True, dropout=0.2))(x)
+    for i, (filters, pool) in enumerate(((32, (2, 2)), (64, (2, 2)), (96, (2, 1))), start=1):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                          name=f"conv_{i}")(x)
+        x = layers.BatchNormalization(name=f"norm_{i}")(x)
+        x = layers.ReLU(name=f"relu_{i}")(x)
+        x = layers.MaxPooling2D(pool, name=f"pool_{i}")(x)
+    x = layers.Permute((2, 1, 3), name="columns_first")(x)  # (batch, width, height, channels)
+    x = layers.Reshape((spec.time_steps, -1), name="column_features")(x)  # one feature vector per time step
+    x = layers.Dense(96, activation="relu", name="projection")(x)
+    x = layers.Dropout(0.2, name="dropout")(x)
+    x = layers.Bidirectional(layers.LSTM(96, return_sequences=True, dropout=0.2), name="bilstm_1")(x)
+    x = layers.Bidirectional(layers.LSTM(64, return_sequences=True, dropout=0.2), name="bilstm_2")(x)
     logits = layers.Dense(spec.num_classes, name="logits")(x)
     outputs = ModelInfo(**spec.to_dict(), name="model_info")(logits)
     return keras.Model(inputs, outputs, name="ocr_captcha")
+
+
+def extend_model(base: keras.Model, spec: ModelSpec) -> keras.Model:
+    """A new model for `spec` that starts from `base`'s weights; characters new to `spec` start fresh."""
+    model = build_model(spec)
+    old_classes = model_info(base).spec.num_classes
+    for layer in model.layers:
+        old = base.get_layer(layer.name)
+        if layer.name != "logits":
+            layer.set_weights(old.get_weights())
+            continue
+        kernel, bias = layer.get_weights()
+        old_kernel, old_bias = old.get_weights()
+        kernel[:, :old_classes], bias[:old_classes] = old_kernel, old_bias
+        layer.set_weights([kernel, bias])
+    if spec.num_classes > old_classes:
+        added = spec.charset[old_classes - 1:]
+        print(f"extended the output layer with {len(added)} new characters {added!r}; the old ones keep their weights")
+    return model
 
 
 def model_info(model: keras.Model) -> ModelInfo:
@@ -334,30 +379,56 @@ def write_json(path: Path, data) -> None:
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
+def load_labelled_folder(data_dir: str, model_path: Path, spec: ModelSpec | None, args) -> tuple[list, ModelSpec, LabelledImages]:
+    """List, check and decode a labelled folder; `spec` (from --init-from) fixes the geometry."""
+    items = ocr_core.list_labelled_images(data_dir)
+    if not items:
+        raise DatasetError(f"{data_dir}: no images ({', '.join(ocr_core.IMAGE_EXTENSIONS)})")
+    found = infer_spec(items, args.img_height, args.img_width)
+    if spec is not None:
+        extra = "".join(sorted(set(found.charset) - set(spec.charset)))
+        spec = ModelSpec(spec.charset + extra, spec.height, spec.width,
+                         max(spec.max_label_length, found.max_label_length))
+    spec = spec or found
+    check_time_steps([label for _, label in items], spec)
+    print(f"{len(items)} images in {data_dir}; charset {spec.charset!r} ({len(spec.charset)}), "
+          f"labels up to {spec.max_label_length}; input {spec.height}x{spec.width}, {spec.time_steps} time steps")
+    data = load_images(items, spec)
+    report_bad_files(data.bad_files, len(items), data_dir, model_path)
+    return items, spec, data
+
+
+def fit(model: keras.Model, images: np.ndarray, labels: np.ndarray, val_images: np.ndarray,
+        val_labels: np.ndarray, args, work: Path) -> keras.callbacks.History:
+    """Compile and fit with early stopping, a CSV log and resumable backups in `work`."""
+    augment = args.augment if args.augment is not None else len(images) < AUGMENT_BELOW
+    print(f"augmentation {'on' if augment else 'off'} ({len(images)} training images"
+          f"{'' if args.augment is None else ', chosen by flag'})")
+    train_ds = make_dataset(images, labels, args.batch_size, args.seed, augment)
+    val_ds = make_dataset(val_images, val_labels, args.batch_size) if len(val_images) else None
+    compile_model(model, args.learning_rate, args.epochs * int(np.ceil(len(images) / args.batch_size)))
+    monitor = "val_loss" if val_ds is not None else "loss"
+    callbacks = [
+        ResumableBackup(str(work / "backup"), double_checkpoint=True),
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=args.patience, restore_best_weights=True),
+        keras.callbacks.CSVLogger(str(work / "training_log.csv"), append=True),
+    ]
+    return model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
+                     shuffle=False, verbose=args.verbose)  # the dataset shuffles itself
+
+
 def train(args: argparse.Namespace) -> int:
     """Train on a labelled folder and save the model, its split, log and plots."""
     keras.utils.set_random_seed(args.seed)
     model_path = Path(args.model)
     check_writable(model_path.parent)
-    items = ocr_core.list_labelled_images(args.data_dir)
-    if not items:
-        raise DatasetError(f"{args.data_dir}: no images ({', '.join(ocr_core.IMAGE_EXTENSIONS)})")
-    spec = infer_spec(items, args.img_height, args.img_width)
-    check_time_steps([label for _, label in items], spec)
-    print(f"{len(items)} images in {args.data_dir}; charset {spec.charset!r} ({len(spec.charset)}), "
-          f"labels up to {spec.max_label_length}; input {spec.height}x{spec.width}, {spec.time_steps} time steps")
-
-    data = load_images(items, spec)
-    report_bad_files(data.bad_files, len(items), args.data_dir, model_path)
+    base = load_reader(args.init_from).model if args.init_from else None
+    items, spec, data = load_labelled_folder(args.data_dir, model_path, base and model_info(base).spec, args)
+    model = build_model(spec) if base is None else extend_model(base, spec)
     train_idx, val_idx = split_indices(len(data.labels), args.val_split, args.seed)
     labels = encode_labels(data.labels, spec)
-    train_ds = make_dataset(data.images[train_idx], labels[train_idx], args.batch_size, args.seed)
-    val_ds = make_dataset(data.images[val_idx], labels[val_idx], args.batch_size, None) if len(val_idx) else None
     print(f"training on {len(train_idx)} images, validating on {len(val_idx)} (seed {args.seed})")
 
-    model = build_model(spec)
-    steps_per_epoch = int(np.ceil(len(train_idx) / args.batch_size))
-    compile_model(model, args.learning_rate, args.epochs * steps_per_epoch)
     # Checkpoints and the log of a run in progress live in a folder keyed to its data and settings:
     # re-running the same command resumes there, and a different run never restores them.
     work = scratch_dir(model_path) / f"run-{run_key(items, args, spec)}"
@@ -366,16 +437,8 @@ def train(args: argparse.Namespace) -> int:
     if (work / "backup").exists():
         print(f"resuming from the last finished epoch in {work} (--restart to start over)")
     work.mkdir(parents=True, exist_ok=True)
-    log_path = work / "training_log.csv"
-    monitor = "val_loss" if val_ds is not None else "loss"
-    callbacks = [
-        ResumableBackup(str(work / "backup"), double_checkpoint=True),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=args.patience, restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(log_path), append=True),
-    ]
     started = time.monotonic()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
-                        shuffle=False, verbose=args.verbose)  # the dataset shuffles itself
+    history = fit(model, data.images[train_idx], labels[train_idx], data.images[val_idx], labels[val_idx], args, work)
     seconds = time.monotonic() - started
 
     val_images, val_labels = data.images[val_idx], [data.labels[i] for i in val_idx]
@@ -386,7 +449,7 @@ def train(args: argparse.Namespace) -> int:
           f"({len(val_idx)} images, {seconds:.0f} s of training)")
 
     save_model(model, model_path)
-    shutil.move(str(log_path), model_path.with_name("training_log.csv"))
+    shutil.move(str(work / "training_log.csv"), model_path.with_name("training_log.csv"))
     shutil.rmtree(scratch_dir(model_path), ignore_errors=True)
     write_json(model_path.with_name("split.json"), {
         "data_dir": str(args.data_dir), "seed": args.seed, "val_split": args.val_split,
@@ -397,6 +460,10 @@ def train(args: argparse.Namespace) -> int:
 
     ocr_plots.save_training_plots(model_path.parent, history.history, model, val_images, val_labels, readings)
     print(f"saved {model_path} (plots and split.json beside it)")
+    if args.test_dir:
+        import ocr_evaluation
+
+        ocr_evaluation.evaluate_folder(Reader(model), args.test_dir, model_path.with_name("test_report.json"))
     return 0
 
 
@@ -493,29 +560,55 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
         description="Train a CNN + BiLSTM + CTC captcha reader on a folder of images named by their labels.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder of labelled images")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model file: written by training, read by other modes")
-    parser.add_argument("--epochs", type=positive_int, default=15, help="maximum number of epochs")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per training step")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (cosine schedule)")
-    parser.add_argument("--patience", type=positive_int, default=5, help="epochs without a better val loss before stopping")
-    parser.add_argument("--seed", type=int, default=1337, help="seed for the split, shuffling and weights")
-    parser.add_argument("--val-split", type=fraction, default=0.1, help="fraction of images held out for validation")
-    parser.add_argument("--img-height", type=positive_int, default=DEFAULT_IMG_HEIGHT, help="model input height")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder of labelled images (default: %(default)s)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model file: written by training, read by other modes (default: %(default)s)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--evaluate", metavar="DIR", help="score --model on a labelled folder (no training)")
+    modes.add_argument("--audit", metavar="DIR", help="rank a folder's files by how likely their labels are wrong")
+    parser.add_argument("--report", metavar="FILE", help="JSON report of --evaluate or --audit (default: beside the model)")
+    parser.add_argument("--folds", type=positive_int, default=5, help="models trained by --audit (default: %(default)s)")
+    parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")
+    parser.add_argument("--init-from", metavar="MODEL", help="fine-tune this saved model instead of starting fresh")
+    parser.add_argument("--epochs", type=positive_int, default=15, help="maximum number of epochs (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per training step (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (cosine schedule) (default: %(default)s)")
+    parser.add_argument("--patience", type=positive_int, default=5, help="epochs without a better val loss before stopping (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1337, help="seed for the split, shuffling and weights (default: %(default)s)")
+    parser.add_argument("--val-split", type=fraction, default=0.1, help="fraction of images held out for validation (default: %(default)s)")
+    parser.add_argument("--img-height", type=positive_int, default=DEFAULT_IMG_HEIGHT, help="model input height (default: %(default)s)")
     parser.add_argument("--img-width", type=positive_int, default=None,
                         help="model input width (default: from the median aspect ratio of the data)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"random distortions of training images (default: on below {AUGMENT_BELOW} of them)")
     parser.add_argument("--restart", action="store_true", help="ignore the backup of an interrupted run")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.init_from and (args.evaluate or args.audit):
+        parser.error("--init-from is for training only")
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the mode the arguments ask for; training is the default."""
+    if args.evaluate:
+        import ocr_evaluation
+
+        report = Path(args.report) if args.report else Path(args.model).with_name("evaluation.json")
+        ocr_evaluation.evaluate_folder(load_reader(args.model), args.evaluate, report)
+        return 0
+    if args.audit:
+        import ocr_evaluation
+
+        return ocr_evaluation.audit_folder(args)
+    return train(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the training script; errors become one line on stderr and exit status 1."""
+    """Run the script; errors become one line on stderr and exit status 1."""
     args = parse_args(argv)
     try:
-        return train(args)
+        return run(args)
     except (DatasetError, ImageReadError, ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -525,4 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the copy of this file that the helper modules import by name, so that
+    # they share one set of classes (a model's ModelInfo layer is checked by class).
+    import ocr_captcha
+
+    sys.exit(ocr_captcha.main())

@@ -92,3 +92,23 @@ def save_training_plots(folder: Path, history: dict, model, images: np.ndarray, 
     save_model_structure(model, folder / "model_structure.png")
     if len(truths):
         save_sample_predictions(images, truths, readings, folder / "sample_predictions.png")
+
+
+def save_contact_sheet(ranking: list[dict], path: Path, count: int = 40) -> None:
+    """The audit's most suspicious files: each image with its given label, the reading and p(label)."""
+    from PIL import Image
+
+    rows_shown = ranking[:count]
+    columns = 4
+    rows = max(1, int(np.ceil(len(rows_shown) / columns)))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 1.5 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for rank, (axis, row) in enumerate(zip(axes.flat, rows_shown), start=1):
+        with Image.open(row["path"]) as image:
+            axis.imshow(image.convert("RGB"))
+        axis.set_title(f"#{rank} label {row['label']!r} read {row['pred']!r}\np={row['p_label']:.2g}  "
+                       f"{Path(row['path']).name}", fontsize=7, color="red" if row["label"] != row["pred"] else "black")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
