@@ -399,7 +399,7 @@ def load_labelled_folder(data_dir: str, model_path: Path, spec: ModelSpec | None
 
 
 def fit(model: keras.Model, images: np.ndarray, labels: np.ndarray, val_images: np.ndarray,
-        val_labels: np.ndarray, args, work: Path) -> keras.callbacks.History:
+        val_labels: np.ndarray, args, work: Path, extra_callbacks: Sequence = ()) -> keras.callbacks.History:
     """Compile and fit with early stopping, a CSV log and resumable backups in `work`."""
     augment = args.augment if args.augment is not None else len(images) < AUGMENT_BELOW
     print(f"augmentation {'on' if augment else 'off'} ({len(images)} training images"
@@ -412,6 +412,7 @@ def fit(model: keras.Model, images: np.ndarray, labels: np.ndarray, val_images: 
         ResumableBackup(str(work / "backup"), double_checkpoint=True),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=args.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(work / "training_log.csv"), append=True),
+        *extra_callbacks,
     ]
     return model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
                      shuffle=False, verbose=args.verbose)  # the dataset shuffles itself
@@ -513,7 +514,9 @@ class Reader:
         """Read a preprocessed batch from `preprocess` or `ocr_core.read_image`."""
         if len(batch) == 0:
             return []
-        logits = self.model.predict(batch, batch_size=batch_size, verbose=0)
+        # predict_on_batch skips the per-call dataset set-up of predict(): 10x faster for one image.
+        chunks = [self.model.predict_on_batch(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)]
+        logits = np.concatenate(chunks)
         decoded = ocr_core.greedy_decode(ocr_core.softmax(logits), self.spec.charset)
         return [Reading(text, confidence) for text, confidence in decoded]
 
