@@ -488,48 +488,23 @@ def report_bad_files(bad_files: list[str], total: int, data_dir: str, model_path
 # ---------------------------------------------------------------------------
 
 
-class Reading(NamedTuple):
-    """What the model read in one image."""
-
-    text: str
-    confidence: float
-
-
-class Reader:
-    """Reads captchas with a trained model: images in, texts and confidences out."""
+class Reader(ocr_core.BaseReader):
+    """Reads captchas with a trained Keras model: images in, texts and confidences out."""
 
     def __init__(self, model: keras.Model) -> None:
-        self.model = model
         info = model_info(model)
-        self.spec = info.spec
-        self.validation = info.validation
-        self.format_version = info.format_version
+        super().__init__(info.spec, info.validation, info.format_version)
+        self.model = model
 
-    def preprocess(self, sources: Sequence[ocr_core.ImageSource]) -> np.ndarray:
-        """Read and resize images into a float32 (n, height, width) batch."""
-        arrays = [ocr_core.read_image(s, self.spec.height, self.spec.width) for s in sources]
-        return np.stack(arrays) if arrays else np.zeros((0, self.spec.height, self.spec.width), np.float32)
-
-    def read_arrays(self, batch: np.ndarray, batch_size: int = 256) -> list[Reading]:
-        """Read a preprocessed batch from `preprocess` or `ocr_core.read_image`."""
-        if len(batch) == 0:
-            return []
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Per-step logits for a preprocessed batch."""
         # predict_on_batch skips the per-call dataset set-up of predict(): 10x faster for one image.
-        chunks = [self.model.predict_on_batch(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)]
-        logits = np.concatenate(chunks)
-        decoded = ocr_core.greedy_decode(ocr_core.softmax(logits), self.spec.charset)
-        return [Reading(text, confidence) for text, confidence in decoded]
-
-    def read(self, sources: Sequence[ocr_core.ImageSource], batch_size: int = 256) -> list[Reading]:
-        """Read images given as paths, bytes, arrays or PIL images."""
-        return self.read_arrays(self.preprocess(sources), batch_size)
+        return self.model.predict_on_batch(batch)
 
 
 def load_reader(path: str | Path = DEFAULT_MODEL) -> Reader:
     """Load a saved model (safe mode on: nothing in the file is executed) as a Reader."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelLoadError(f"{path}: no such model; train one first with `python ocr_captcha.py`")
+    path = ocr_core.existing_model(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file; all mean "unusable"
@@ -569,6 +544,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--evaluate", metavar="DIR", help="score --model on a labelled folder (no training)")
     modes.add_argument("--audit", metavar="DIR", help="rank a folder's files by how likely their labels are wrong")
+    modes.add_argument("--export-lite", metavar="PATH", help="write --model as one ONNX file for the light runtime")
+    modes.add_argument("--export-savedmodel", metavar="DIR", help="write --model as a SavedModel for TF Serving in DIR/1")
     parser.add_argument("--report", metavar="FILE", help="JSON report of --evaluate or --audit (default: beside the model)")
     parser.add_argument("--folds", type=positive_int, default=5, help="models trained by --audit (default: %(default)s)")
     parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")
@@ -587,7 +564,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--restart", action="store_true", help="ignore the backup of an interrupted run")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output")
     args = parser.parse_args(argv)
-    if args.init_from and (args.evaluate or args.audit):
+    if args.init_from and (args.evaluate or args.audit or args.export_lite or args.export_savedmodel):
         parser.error("--init-from is for training only")
     return args
 
@@ -604,6 +581,16 @@ def run(args: argparse.Namespace) -> int:
         import ocr_evaluation
 
         return ocr_evaluation.audit_folder(args)
+    if args.export_lite:
+        import ocr_export
+
+        ocr_export.export_lite(load_reader(args.model), Path(args.export_lite))
+        return 0
+    if args.export_savedmodel:
+        import ocr_export
+
+        ocr_export.export_savedmodel(load_reader(args.model), Path(args.export_savedmodel))
+        return 0
     return train(args)
 
 

@@ -3,6 +3,7 @@
     python predict_example.py                          # reads test.png with model/ocr_captcha.keras
     python predict_example.py IMG_OR_DIR [...] [--model PATH] [--json]
     python predict_example.py --info                   # what the model knows: charset, geometry, scores
+    python predict_example.py test.png --model model/ocr_captcha.onnx   # light runtime, no TensorFlow
 
 With one image the output is just its text. With several images, or a folder
 (its image files, sorted, not recursive), each line is `path<TAB>text`; with
@@ -20,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 import ocr_core
+import ocr_lite
 from ocr_core import DatasetError, ImageReadError, ModelLoadError
 
 DEFAULT_MODEL = "model/ocr_captcha.keras"
@@ -34,6 +36,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model file (default: {DEFAULT_MODEL})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--info", action="store_true", help="print what the model was trained for and exit")
+    parser.add_argument("--runtime", choices=("auto", "keras", "lite"), default="auto",
+                        help="keras: TensorFlow; lite: an ONNX export through onnxruntime, without TensorFlow; "
+                             "auto (default): lite for an ONNX --model, else keras")
     return parser.parse_args(argv)
 
 
@@ -47,6 +52,15 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], bool]:
             paths.append(item)
     many = len(inputs) > 1 or any(Path(item).is_dir() for item in inputs)
     return paths, many
+
+
+def load_reader(model: str, runtime: str):
+    """A reader for the model file, on the runtime asked for (see --runtime)."""
+    if runtime == "lite" or (runtime == "auto" and ocr_lite.is_lite_model(model)):
+        return ocr_lite.load_lite_reader(model)
+    import ocr_captcha  # imports TensorFlow, which takes seconds: only when the Keras runtime is needed
+
+    return ocr_captcha.load_reader(model)
 
 
 def print_info(reader, as_json: bool) -> None:
@@ -97,9 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths, many = ([], False) if args.info else expand_inputs(args.inputs)
         if args.inputs == [DEFAULT_IMAGE] and not args.info and not Path(DEFAULT_IMAGE).exists():
             raise DatasetError(f"{DEFAULT_IMAGE}: no such file; pass an image path or run from the project folder")
-        import ocr_captcha  # imports TensorFlow: only once the arguments are known to be sane
-
-        reader = ocr_captcha.load_reader(args.model)
+        reader = load_reader(args.model, args.runtime)
     except (DatasetError, ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

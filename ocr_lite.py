@@ -1,0 +1,68 @@
+"""The light runtime: read captchas with an ONNX export of a model, without TensorFlow.
+
+    python ocr_captcha.py --export-lite model/ocr_captcha.onnx        # once, from the .keras model
+    python predict_example.py test.png --model model/ocr_captcha.onnx
+
+The ONNX file holds the network (convolutions with their batch norm folded in, the two
+BiLSTMs, the logits) and, in its metadata, the charset and geometry. Preprocessing and
+greedy decoding are the shared ones from ocr_core, so both runtimes read alike. Only
+onnxruntime, NumPy and Pillow are imported: starting takes a fraction of a second.
+"""
+
+import json
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+import ocr_core
+from ocr_core import ModelLoadError, ModelSpec
+
+METADATA_KEY = "ocr_captcha"
+LITE_SUFFIX = ".onnx"
+
+
+class LiteReader(ocr_core.BaseReader):
+    """Reads captchas with an ONNX export of a model, through onnxruntime."""
+
+    def __init__(self, session, metadata: dict) -> None:
+        super().__init__(ModelSpec(**metadata["spec"]), metadata.get("validation", {}), metadata["format_version"])
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Per-step logits for a preprocessed batch."""
+        return self.session.run(None, {self.input_name: batch.astype(np.float32, copy=False)})[0]
+
+
+def is_lite_model(path: Union[str, Path]) -> bool:
+    """True for an ONNX file: by its suffix, or else by not being a zip archive as `.keras` files are."""
+    path = Path(path)
+    if path.suffix.lower() in (LITE_SUFFIX, ".keras"):
+        return path.suffix.lower() == LITE_SUFFIX
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) != b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def lite_metadata(spec: ModelSpec, validation: dict, format_version: int) -> str:
+    """The JSON stored in the ONNX file's metadata."""
+    return json.dumps({"spec": spec.to_dict(), "validation": validation, "format_version": format_version})
+
+
+def load_lite_reader(path: Union[str, Path]) -> LiteReader:
+    """Load an ONNX export made by `ocr_captcha.py --export-lite`."""
+    path = ocr_core.existing_model(path)
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelLoadError("onnxruntime is not installed: pip install -r requirements.txt") from None
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        metadata = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+        return LiteReader(session, metadata)
+    except Exception as error:  # noqa: BLE001 - onnxruntime and a bad file raise many types; all mean "unusable"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"{path}: not a usable ocr_captcha ONNX model ({reason[:300]})") from None

@@ -1,0 +1,67 @@
+"""The SavedModel export for TF Serving: raw image bytes in, the same texts as predict_example.py out."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import make_captchas
+import ocr_captcha
+import ocr_core
+from test_reliability import bomb_png
+
+
+@pytest.fixture(scope="session")
+def savedmodel(trained_model, tmp_path_factory):
+    """The tiny model exported with --export-savedmodel, loaded back."""
+    folder = tmp_path_factory.mktemp("serving")
+    assert ocr_captcha.main(["--export-savedmodel", str(folder), "--model", str(trained_model)]) == 0
+    return tf.saved_model.load(str(folder / "1")).signatures["serving_default"]
+
+
+def test_signature(savedmodel):
+    inputs = savedmodel.structured_input_signature[1]
+    assert inputs["image_bytes"].dtype == tf.string and inputs["image_bytes"].shape.as_list() == [None]
+    assert savedmodel.structured_outputs["text"].dtype == tf.string
+    assert savedmodel.structured_outputs["confidence"].dtype == tf.float32
+
+
+def test_same_texts_as_predict_on_1000_images(savedmodel, reader, tmp_path):
+    make_captchas.main(["--out", str(tmp_path), "--count", "1000", "--seed", "11"])
+    files = ocr_core.list_images(tmp_path)
+    served = savedmodel(image_bytes=tf.constant([p.read_bytes() for p in files]))
+    texts = [t.decode() for t in served["text"].numpy()]
+    expected = reader.read(files)
+    same = sum(a == b.text for a, b in zip(texts, expected))
+    assert same >= 999, f"{same} of 1000 texts agree"
+    assert np.allclose(served["confidence"].numpy(), [r.confidence for r in expected], atol=0.05)
+
+
+def test_every_format_and_mode(savedmodel, reader):
+    from io import BytesIO
+
+    from PIL import Image
+    blobs = []
+    base = Image.linear_gradient("L").resize((160, 60))
+    for fmt, mode in [("PNG", "RGBA"), ("PNG", "P"), ("JPEG", "RGB"), ("GIF", "L"), ("BMP", "RGB"), ("PNG", "L")]:
+        out = BytesIO()
+        base.convert(mode).save(out, format=fmt)
+        blobs.append(out.getvalue())
+    served = savedmodel(image_bytes=tf.constant(blobs))
+    assert [t.decode() for t in served["text"].numpy()] == [r.text for r in reader.read(blobs)]
+
+
+def test_bomb_refused_in_graph(savedmodel):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="too large"):
+        savedmodel(image_bytes=tf.constant([bomb_png()]))
+
+
+def test_declared_pixels_from_headers():
+    from io import BytesIO
+
+    from PIL import Image
+    import ocr_export
+    for fmt in ["PNG", "GIF", "BMP", "JPEG"]:
+        out = BytesIO()
+        Image.new("RGB", (123, 45)).save(out, format=fmt)
+        assert int(ocr_export.declared_pixels(tf.constant(out.getvalue()))) == 123 * 45, fmt
+    assert int(ocr_export.declared_pixels(tf.constant(bomb_png()))) == 30000 * 30000
