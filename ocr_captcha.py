@@ -177,15 +177,20 @@ class ModelInfo(layers.Layer):
         return config
 
 
-def build_model(spec: ModelSpec) -> keras.Model:
-    """The CRNN: three conv blocks with batch norm, two BiLSTMs, per-step logits (class 0 is the blank)."""
+def build_model(spec: ModelSpec, batch_norm: bool = True) -> keras.Model:
+    """The CRNN: three conv blocks with batch norm, two BiLSTMs, per-step logits (class 0 is the blank).
+
+    Without `batch_norm` the convolutions carry a bias instead: the shape of a model whose
+    normalisation has been folded into its convolutions for inference (`fold_batch_norm`).
+    """
     inputs = keras.Input(shape=(spec.height, spec.width), name="image")
     x = layers.Reshape((spec.height, spec.width, 1), name="add_channel")(inputs)
     # Pool height more than width: the width becomes the CTC time axis (one step per 4 columns).
     for i, (filters, pool) in enumerate(((32, (2, 2)), (64, (2, 2)), (96, (2, 1))), start=1):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal",
                           name=f"conv_{i}")(x)
-        x = layers.BatchNormalization(name=f"norm_{i}")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"norm_{i}")(x)
         x = layers.ReLU(name=f"relu_{i}")(x)
         x = layers.MaxPooling2D(pool, name=f"pool_{i}")(x)
     x = layers.Permute((2, 1, 3), name="columns_first")(x)  # (batch, width, height, channels)
@@ -216,6 +221,27 @@ def extend_model(base: keras.Model, spec: ModelSpec) -> keras.Model:
         added = spec.charset[old_classes - 1:]
         print(f"extended the output layer with {len(added)} new characters {added!r}; the old ones keep their weights")
     return model
+
+
+def fold_batch_norm(model: keras.Model) -> keras.Model:
+    """An inference copy of `model` with each batch norm folded into the convolution before it.
+
+    BatchNormalization at inference is a per-channel scale and shift, so it can be
+    merged into the convolution's kernel and bias: same outputs, one pass less over
+    every feature map. The saved model keeps its BatchNorm layers for fine-tuning.
+    """
+    folded = build_model(model_info(model).spec, batch_norm=False)
+    for layer in folded.layers:
+        source = model.get_layer(layer.name)
+        if isinstance(layer, layers.Conv2D):
+            norm = model.get_layer(layer.name.replace("conv_", "norm_"))
+            gamma, beta, mean, variance = norm.get_weights()
+            scale = gamma / np.sqrt(variance + norm.epsilon)
+            layer.set_weights([source.get_weights()[0] * scale, beta - mean * scale])
+        else:
+            layer.set_weights(source.get_weights())
+    model_info(folded).validation = model_info(model).validation
+    return folded
 
 
 def model_info(model: keras.Model) -> ModelInfo:
@@ -494,12 +520,14 @@ class Reader(ocr_core.BaseReader):
     def __init__(self, model: keras.Model) -> None:
         info = model_info(model)
         super().__init__(info.spec, info.validation, info.format_version)
-        self.model = model
+        self.model = model  # as trained: for fine-tuning and export
+        self.inference_model = fold_batch_norm(model) if any(
+            isinstance(layer, layers.BatchNormalization) for layer in model.layers) else model
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Per-step logits for a preprocessed batch."""
         # predict_on_batch skips the per-call dataset set-up of predict(): 10x faster for one image.
-        return self.model.predict_on_batch(batch)
+        return self.inference_model.predict_on_batch(batch)
 
 
 def load_reader(path: str | Path = DEFAULT_MODEL) -> Reader:

@@ -124,3 +124,11 @@ def test_in_graph_metric_decoding_matches_numpy_decoding():
     distances, _ = ocr_captcha.greedy_edit_distances(ocr_captcha.encode_labels([texts[i] for i in readable], spec),
                                                      logits[readable])
     assert len(readable) > 150 and distances.numpy().max() == 0
+
+
+def test_batch_norm_folded_for_inference_gives_the_same_logits(reader, tiny_data):
+    batch = reader.preprocess(sorted(tiny_data.iterdir())[:16])
+    folded = reader.inference_model
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in reader.model.layers)
+    assert np.allclose(folded.predict_on_batch(batch), reader.model.predict_on_batch(batch), atol=1e-4)
