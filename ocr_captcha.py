@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -133,13 +134,12 @@ def augmentation(seed: int) -> keras.Sequential:
     ], name="augmentation")
 
 
-def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None,
-                 augment: bool = False) -> tf.data.Dataset:
-    """A batched tf.data pipeline; with a seed it reshuffles every epoch, and it can augment (training)."""
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+def batched(elements: tf.data.Dataset, batch_size: int, shuffle_seed: int | None = None, augment: bool = False,
+            shuffle_buffer: int = 20000) -> tf.data.Dataset:
+    """Batch (image, label) elements; with a seed reshuffle every epoch, and optionally augment (training)."""
     if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+        elements = elements.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = elements.batch(batch_size)
     if augment:
         distort = augmentation(shuffle_seed or 0)
 
@@ -149,6 +149,13 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffl
 
         dataset = dataset.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None,
+                 augment: bool = False) -> tf.data.Dataset:
+    """A batched tf.data pipeline over decoded images held in memory."""
+    elements = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    return batched(elements, batch_size, shuffle_seed, augment, shuffle_buffer=max(1, len(images)))
 
 
 # ---------------------------------------------------------------------------
@@ -354,12 +361,11 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                 variable.assign(keras.ops.zeros_like(variable))
 
 
-def run_key(items: list[tuple[Path, str]], args: argparse.Namespace, spec: ModelSpec) -> str:
+def run_key(fingerprint: list[str], args: argparse.Namespace, spec: ModelSpec) -> str:
     """A short hash of the data and settings, so that a backup is only restored into the same run."""
-    digest = hashlib.sha256()
-    for path, label in items:
-        digest.update(f"{path.name}\t{label}\t{path.stat().st_size}\n".encode())
-    settings = [spec.to_dict(), args.epochs, args.batch_size, args.seed, args.val_split, args.learning_rate]
+    digest = hashlib.sha256("\n".join(fingerprint).encode())
+    settings = [spec.to_dict(), args.epochs, args.batch_size, args.seed, args.val_split, args.learning_rate,
+                args.strategy]
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -424,15 +430,27 @@ def load_labelled_folder(data_dir: str, model_path: Path, spec: ModelSpec | None
     return items, spec, data
 
 
-def fit(model: keras.Model, images: np.ndarray, labels: np.ndarray, val_images: np.ndarray,
-        val_labels: np.ndarray, args, work: Path, extra_callbacks: Sequence = ()) -> keras.callbacks.History:
-    """Compile and fit with early stopping, a CSV log and resumable backups in `work`."""
-    augment = args.augment if args.augment is not None else len(images) < AUGMENT_BELOW
-    print(f"augmentation {'on' if augment else 'off'} ({len(images)} training images"
+def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_images: np.ndarray,
+        val_labels: np.ndarray, args, work: Path, extra_callbacks: Sequence = (),
+        strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Compile and fit with early stopping, a CSV log and resumable backups in `work`; returns the history.
+
+    `train_elements` holds unbatched (image, label) pairs; the validation set is held in memory.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    augment = args.augment if args.augment is not None else n_train < AUGMENT_BELOW
+    print(f"augmentation {'on' if augment else 'off'} ({n_train} training images"
           f"{'' if args.augment is None else ', chosen by flag'})")
-    train_ds = make_dataset(images, labels, args.batch_size, args.seed, augment)
-    val_ds = make_dataset(val_images, val_labels, args.batch_size) if len(val_images) else None
-    compile_model(model, args.learning_rate, args.epochs * int(np.ceil(len(images) / args.batch_size)))
+    global_batch = args.batch_size * strategy.num_replicas_in_sync
+    train_ds = batched(train_elements, global_batch, args.seed, augment, shuffle_buffer=min(max(1, n_train), 20000))
+    val_ds = make_dataset(val_images, val_labels, global_batch) if len(val_images) else None
+    with strategy.scope():
+        compile_model(model, args.learning_rate, args.epochs * int(np.ceil(n_train / global_batch)))
+    import ocr_distributed
+
+    if ocr_distributed.is_multiworker(strategy):
+        log = work / "training_log.csv" if ocr_distributed.is_chief(strategy) else None
+        return ocr_distributed.fit_multiworker(strategy, model, train_ds, val_ds, args, global_batch, log)
     monitor = "val_loss" if val_ds is not None else "loss"
     callbacks = [
         ResumableBackup(str(work / "backup"), double_checkpoint=True),
@@ -441,51 +459,121 @@ def fit(model: keras.Model, images: np.ndarray, labels: np.ndarray, val_images: 
         *extra_callbacks,
     ]
     return model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks,
-                     shuffle=False, verbose=args.verbose)  # the dataset shuffles itself
+                     shuffle=False, verbose=args.verbose).history  # the dataset shuffles itself
+
+
+class TrainingData(NamedTuple):
+    """What training needs from a data folder, whatever its format."""
+
+    spec: ModelSpec
+    train_elements: tf.data.Dataset  # unbatched (image, encoded label)
+    n_train: int
+    val_images: np.ndarray
+    val_labels: list[str]
+    split: dict  # recorded beside the model as split.json
+    fingerprint: list[str]  # identifies the data, for the backup folder's key
+
+
+def folder_training_data(args, model_path: Path, base_spec: ModelSpec | None) -> TrainingData:
+    """A folder of labelled images, decoded into memory and split by a seeded permutation."""
+    items, spec, data = load_labelled_folder(args.data_dir, model_path, base_spec, args)
+    train_idx, val_idx = split_indices(len(data.labels), args.val_split, args.seed)
+    labels = encode_labels(data.labels, spec)
+    elements = tf.data.Dataset.from_tensor_slices((data.images[train_idx], labels[train_idx])).cache()
+    split = {"data_dir": str(args.data_dir), "seed": args.seed, "val_split": args.val_split,
+             "train": [data.paths[i].name for i in train_idx], "validation": [data.paths[i].name for i in val_idx]}
+    fingerprint = [f"{path.name}\t{label}\t{path.stat().st_size}" for path, label in items]
+    return TrainingData(spec, elements, len(train_idx), data.images[val_idx], [data.labels[i] for i in val_idx],
+                        split, fingerprint)
+
+
+def shard_training_data(args, base_spec: ModelSpec | None) -> TrainingData:
+    """TFRecord shards made by tools/pack_tfrecords.py: training streams, validation is held in memory."""
+    import ocr_records
+
+    meta = ocr_records.read_meta(args.data_dir)
+    spec = ocr_records.spec_for(meta, args.img_height, args.img_width)
+    if base_spec is not None:
+        extra = "".join(sorted(set(spec.charset) - set(base_spec.charset)))
+        spec = ModelSpec(base_spec.charset + extra, base_spec.height, base_spec.width,
+                         max(base_spec.max_label_length, spec.max_label_length))
+    check_time_steps([meta["most_time_steps_label"]], spec)
+    print(f"{meta['count']} images in {meta['shards']} shards in {args.data_dir}; charset {spec.charset!r}, "
+          f"labels up to {spec.max_label_length}; input {spec.height}x{spec.width}, {spec.time_steps} time steps")
+    examples = ocr_records.examples(args.data_dir, spec)
+    held_out = lambda image, label, path: ocr_records.in_validation(path, args.val_split, args.seed)  # noqa: E731
+    val_images, val_labels, val_names = [], [], []
+    for image, label, path in examples.filter(held_out):
+        val_images.append(image.numpy())
+        val_labels.append(ocr_core.decode_indices(label.numpy(), spec.charset))
+        val_names.append(path.numpy().decode())
+    n_train = meta["count"] - len(val_names)
+    train_elements = examples.filter(lambda *e: not held_out(*e)).map(lambda image, label, path: (image, label))
+    train_elements = train_elements.apply(tf.data.experimental.assert_cardinality(n_train))  # for the progress bar
+    split = {"data_dir": str(args.data_dir), "seed": args.seed, "val_split": args.val_split,
+             "rule": "validation = files whose hash of '<seed>/<path>' falls in the first val_split of 10,000 buckets",
+             "validation": val_names}
+    images = np.stack(val_images) if val_images else np.zeros((0, spec.height, spec.width), np.float32)
+    return TrainingData(spec, train_elements, n_train, images, val_labels, split,
+                        [json.dumps(meta, sort_keys=True)])
 
 
 def train(args: argparse.Namespace) -> int:
-    """Train on a labelled folder and save the model, its split, log and plots."""
+    """Train on a labelled folder (or TFRecord shards) and save the model, its split, log and plots."""
+    import ocr_distributed
+    import ocr_records
+
+    strategy = ocr_distributed.make_strategy(args.strategy)  # before any other TensorFlow work
+    chief = ocr_distributed.is_chief(strategy)
     keras.utils.set_random_seed(args.seed)
     model_path = Path(args.model)
-    check_writable(model_path.parent)
+    if chief:
+        check_writable(model_path.parent)
     base = load_reader(args.init_from).model if args.init_from else None
-    items, spec, data = load_labelled_folder(args.data_dir, model_path, base and model_info(base).spec, args)
-    model = build_model(spec) if base is None else extend_model(base, spec)
-    train_idx, val_idx = split_indices(len(data.labels), args.val_split, args.seed)
-    labels = encode_labels(data.labels, spec)
-    print(f"training on {len(train_idx)} images, validating on {len(val_idx)} (seed {args.seed})")
+    base_spec = model_info(base).spec if base is not None else None
+    if ocr_records.is_record_folder(args.data_dir):
+        data = shard_training_data(args, base_spec)
+    else:
+        data = folder_training_data(args, model_path, base_spec)
+    with strategy.scope():
+        model = build_model(data.spec) if base is None else extend_model(base, data.spec)
+    print(f"training on {data.n_train} images, validating on {len(data.val_labels)} (seed {args.seed}); "
+          f"{ocr_distributed.task_description(strategy)}, {strategy.num_replicas_in_sync} replicas, "
+          f"global batch {args.batch_size * strategy.num_replicas_in_sync}")
 
     # Checkpoints and the log of a run in progress live in a folder keyed to its data and settings:
     # re-running the same command resumes there, and a different run never restores them.
-    work = scratch_dir(model_path) / f"run-{run_key(items, args, spec)}"
+    # Workers other than the chief keep theirs in a temporary folder.
+    key = run_key(data.fingerprint, args, data.spec)
+    work = scratch_dir(model_path) / f"run-{key}" if chief else Path(tempfile.mkdtemp())
     if args.restart:
         shutil.rmtree(work, ignore_errors=True)
     if (work / "backup").exists():
         print(f"resuming from the last finished epoch in {work} (--restart to start over)")
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    history = fit(model, data.images[train_idx], labels[train_idx], data.images[val_idx], labels[val_idx], args, work)
+    val_encoded = encode_labels(data.val_labels, data.spec)
+    history = fit(model, data.train_elements, data.n_train, data.val_images, val_encoded, args, work,
+                  strategy=strategy)
     seconds = time.monotonic() - started
+    if not chief:
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"worker finished after {seconds:.0f} s; the chief writes the model")
+        return 0
 
-    val_images, val_labels = data.images[val_idx], [data.labels[i] for i in val_idx]
-    readings = Reader(model).read_arrays(val_images)
-    seq_acc, cer = ocr_core.score(val_labels, [r.text for r in readings])
-    model_info(model).validation = {"seq_acc": seq_acc, "cer": cer, "n": len(val_idx)}
+    readings = Reader(model).read_arrays(data.val_images)
+    seq_acc, cer = ocr_core.score(data.val_labels, [r.text for r in readings])
+    model_info(model).validation = {"seq_acc": seq_acc, "cer": cer, "n": len(data.val_labels)}
     print(f"validation: sequence accuracy {seq_acc:.4f}, character error rate {cer:.4f} "
-          f"({len(val_idx)} images, {seconds:.0f} s of training)")
+          f"({len(data.val_labels)} images, {seconds:.0f} s of training)")
 
     save_model(model, model_path)
     shutil.move(str(work / "training_log.csv"), model_path.with_name("training_log.csv"))
     shutil.rmtree(scratch_dir(model_path), ignore_errors=True)
-    write_json(model_path.with_name("split.json"), {
-        "data_dir": str(args.data_dir), "seed": args.seed, "val_split": args.val_split,
-        "train": [data.paths[i].name for i in train_idx],
-        "validation": [data.paths[i].name for i in val_idx],
-    })
+    write_json(model_path.with_name("split.json"), data.split)
     import ocr_plots  # matplotlib is only needed once training is done
 
-    ocr_plots.save_training_plots(model_path.parent, history.history, model, val_images, val_labels, readings)
+    ocr_plots.save_training_plots(model_path.parent, history, model, data.val_images, data.val_labels, readings)
     print(f"saved {model_path} (plots and split.json beside it)")
     if args.test_dir:
         import ocr_evaluation
@@ -590,6 +678,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help=f"random distortions of training images (default: on below {AUGMENT_BELOW} of them)")
     parser.add_argument("--restart", action="store_true", help="ignore the backup of an interrupted run")
+    parser.add_argument("--strategy", choices=("auto", "mirrored", "multiworker"), default="auto",
+                        help="tf.distribute strategy; multiworker reads TF_CONFIG (default: %(default)s)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output")
     args = parser.parse_args(argv)
     if args.init_from and (args.evaluate or args.audit or args.export_lite or args.export_savedmodel):

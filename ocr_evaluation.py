@@ -16,6 +16,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import ocr_captcha
 import ocr_core
@@ -85,8 +86,8 @@ def audit_folder(args: argparse.Namespace) -> int:
         model = ocr_captcha.build_model(spec)
         work = Path(tempfile.mkdtemp(prefix="ocr_audit_"))
         try:
-            empty = data.images[:0]
-            ocr_captcha.fit(model, data.images[train_idx], labels[train_idx], empty, labels[:0], args, work)
+            elements = tf.data.Dataset.from_tensor_slices((data.images[train_idx], labels[train_idx])).cache()
+            ocr_captcha.fit(model, elements, len(train_idx), data.images[:0], labels[:0], args, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         p_label[held_out] = label_probabilities(model, data.images[held_out], labels[held_out])

@@ -4,6 +4,8 @@
 
 `--export-lite` writes one ONNX file (Keras' own ONNX export, through tf2onnx) with the
 charset and geometry in its metadata, for `ocr_lite.py` and `predict_example.py`.
+`--export-savedmodel DIR` writes DIR/1 for TF Serving: its serving_default signature
+takes encoded images and returns text and confidence, decoded in the graph.
 """
 
 import contextlib
@@ -16,6 +18,7 @@ import numpy as np
 import ocr_captcha
 import ocr_core
 import ocr_lite
+import ocr_records
 
 
 def export_lite(reader: "ocr_captcha.Reader", path: Path) -> None:
@@ -45,71 +48,6 @@ def export_lite(reader: "ocr_captcha.Reader", path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def header_number(data, start: int, length: int, little_endian: bool):
-    """An unsigned integer stored in `data` at `start`, or -1 when the data is too short."""
-    import tensorflow as tf
-
-    def read():
-        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, start, length), tf.uint8), tf.int64)
-        order = range(length) if little_endian else reversed(range(length))
-        return tf.reduce_sum(raw * tf.constant([256 ** i for i in order], tf.int64))
-
-    return tf.cond(tf.strings.length(data) >= start + length, read, lambda: tf.constant(-1, tf.int64))
-
-
-def declared_pixels(data):
-    """Width x height declared by a PNG, GIF, BMP or JPEG header, read without decoding; -1 if unknown."""
-    import tensorflow as tf
-
-    def bmp():
-        height = header_number(data, 22, 4, True)
-        height = tf.where(height >= 2 ** 31, 2 ** 32 - height, height)  # negative: a top-down bitmap
-        return header_number(data, 18, 4, True) * height
-
-    def jpeg():
-        return tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64))
-
-    return tf.case([
-        (tf.equal(tf.strings.substr(data, 0, 4), b"\x89PNG"),
-         lambda: header_number(data, 16, 4, False) * header_number(data, 20, 4, False)),
-        (tf.equal(tf.strings.substr(data, 0, 4), b"GIF8"),
-         lambda: header_number(data, 6, 2, True) * header_number(data, 8, 2, True)),
-        (tf.equal(tf.strings.substr(data, 0, 2), b"BM"), bmp),
-        (tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8"), jpeg),
-    ], default=lambda: tf.constant(-1, tf.int64))
-
-
-def graph_read_image(data, height: int, width: int):
-    """ocr_core.read_image in TensorFlow ops: header check, first frame, white under transparency, grayscale, resize."""
-    import tensorflow as tf
-
-    pixels = declared_pixels(data)
-    tf.debugging.assert_less_equal(pixels, tf.constant(ocr_core.MAX_IMAGE_PIXELS, tf.int64),
-                                   message="image too large; refused before decoding")
-    image = tf.cast(tf.io.decode_image(data, expand_animations=False), tf.int32)  # 1 to 4 channels
-    opaque = tf.fill(tf.concat([tf.shape(image)[:2], [1]], 0), 255)
-    rgba = tf.switch_case(tf.shape(image)[-1] - 1, [
-        lambda: tf.concat([image, image, image, opaque], -1),
-        lambda: tf.concat([image[..., :1], image[..., :1], image[..., :1], image[..., 1:]], -1),
-        lambda: tf.concat([image, opaque], -1),
-        lambda: image,
-    ])
-    alpha = rgba[..., 3:]
-    rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255  # composite on white
-    # Pillow's "L": ITU-R 601-2 luma in 16-bit fixed point, rounded.
-    gray = (rgb[..., 0:1] * 19595 + rgb[..., 1:2] * 38470 + rgb[..., 2:3] * 7471 + 32768) // 65536
-    gray = tf.cast(gray, tf.float32)
-
-    def resample(image, size):
-        resized = tf.image.resize(image, size, method="bilinear", antialias=True)
-        return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
-
-    # Like Pillow: resize the width, round to 8 bits, then the height.
-    gray = resample(gray, (tf.shape(gray)[0], width))
-    gray = resample(gray, (height, width))
-    return gray[..., 0] / 255.0
-
-
 def export_savedmodel(reader: "ocr_captcha.Reader", folder: Path) -> Path:
     """Write a SavedModel to `folder`/1 whose serving_default reads encoded images into text and confidence."""
     import keras
@@ -119,7 +57,7 @@ def export_savedmodel(reader: "ocr_captcha.Reader", folder: Path) -> Path:
     characters = tf.constant([""] + list(spec.charset))  # the blank (class 0) spells nothing
 
     def serve(image_bytes):
-        images = tf.map_fn(lambda data: graph_read_image(data, spec.height, spec.width), image_bytes,
+        images = tf.map_fn(lambda data: ocr_records.graph_read_image(data, spec.height, spec.width), image_bytes,
                            fn_output_signature=tf.TensorSpec([spec.height, spec.width], tf.float32))
         probabilities = tf.nn.softmax(model(images, training=False))
         best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)

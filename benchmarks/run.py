@@ -109,7 +109,7 @@ def measure_inference(reader, test_files: list[Path]) -> dict:
 def run_recipe(job: dict) -> dict:
     """Train one recipe on job['train_dir'] within job['budget'] seconds and measure it."""
     import keras
-    import numpy as np
+    import tensorflow as tf
 
     import ocr_captcha
 
@@ -129,8 +129,9 @@ def run_recipe(job: dict) -> dict:
     milestones = milestones_callback(job["budget"], started)
     if recipe == "C":
         model = ocr_captcha.build_model(spec)
-        ocr_captcha.fit(model, data.images[train_idx], labels[train_idx], data.images[val_idx], labels[val_idx],
-                        args, work, [milestones])
+        elements = tf.data.Dataset.from_tensor_slices((data.images[train_idx], labels[train_idx])).cache()
+        ocr_captcha.fit(model, elements, len(train_idx), data.images[val_idx], labels[val_idx], args, work,
+                        [milestones])
     else:
         model = build_keras_example(spec, batch_norm=recipe == "B")
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.CTC(),
@@ -377,7 +378,8 @@ def machine() -> dict:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     versions = subprocess.run([sys.executable, "-c", "import tensorflow as t, keras as k; print(t.__version__, k.__version__)"],
                               capture_output=True, text=True).stdout.split()
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "tensorflow": versions[0],
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"commit": commit, "cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "tensorflow": versions[0],
             "keras": versions[1], "numpy": numpy.__version__, "pillow": PIL.__version__, "date": date.today().isoformat()}
 
 
@@ -402,7 +404,7 @@ def render_markdown(results: dict) -> str:
         m = recipes["machine"]
         lines += ["## Recipes: the Keras example (A), A + BatchNorm + shuffling (B), ours (C)", "",
                   f"Machine: {m['cores']} cores, {m['cpu']}, no GPU; Python {m['python']}, TensorFlow {m['tensorflow']}, "
-                  f"Keras {m['keras']}; {m['date']}. Command: `{recipes['command']}`.", "",
+                  f"Keras {m['keras']}; {m['date']}; commit {m.get('commit', '?')}. Command: `{recipes['command']}`.", "",
                   f"Training data: `{recipes['train_dir']}` (seeded 90/10 split, seed 1337); test: "
                   f"{recipes['test_images']:,} images in `{recipes['test_dir']}` "
                   f"(`tools/make_captchas.py --seed {TEST_SEED}` unless --test-dir was given).", "",
@@ -432,7 +434,8 @@ def render_markdown(results: dict) -> str:
     if datasets:
         m = datasets["machine"]
         lines += ["## Datasets: our default recipe on other captchas", "",
-                  f"Machine: {m['cores']} cores, {m['cpu']}; {m['date']}. Command: `{datasets['command']}`.", "",
+                  f"Machine: {m['cores']} cores, {m['cpu']}; {m['date']}; commit {m.get('commit', '?')}. "
+                  f"Command: `{datasets['command']}`.", "",
                   "| dataset | split | training + test time | epochs | test seq. acc. | test CER | misreads | "
                   "first epoch with val > 50% |", "|---|---|---|---|---|---|---|---|"]
         splits = {"henan_uni_4digit": "80/20 by file, seed 0", "captcha_images_v2": "90/10, seed 0",
@@ -449,6 +452,14 @@ def render_markdown(results: dict) -> str:
                              f"{row['corrupted_in_top_2pct']} of them ({percent(row['recall'])}) rank in the top 2% "
                              f"({row['top_2pct']} files); {row['seconds']:.0f} s.")
         lines.append("")
+    resume = results.get("resume")
+    if resume:
+        lines += ["## Interrupted training", "",
+                  f"`{resume['command']}`: {resume['images']} shipped images, {resume['epochs']} epochs, killed "
+                  f"(SIGKILL) after epoch {resume['killed_after_epoch']} and run again. Validation sequence accuracy: "
+                  f"{percent(resume['val_seq_acc_uninterrupted'])} uninterrupted, "
+                  f"{percent(resume['val_seq_acc_interrupted'])} interrupted and resumed "
+                  f"({resume['difference_points']:+.2f} points).", ""]
     return "\n".join(lines)
 
 

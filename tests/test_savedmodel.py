@@ -59,9 +59,9 @@ def test_declared_pixels_from_headers():
     from io import BytesIO
 
     from PIL import Image
-    import ocr_export
+    import ocr_records
     for fmt in ["PNG", "GIF", "BMP", "JPEG"]:
         out = BytesIO()
         Image.new("RGB", (123, 45)).save(out, format=fmt)
-        assert int(ocr_export.declared_pixels(tf.constant(out.getvalue()))) == 123 * 45, fmt
-    assert int(ocr_export.declared_pixels(tf.constant(bomb_png()))) == 30000 * 30000
+        assert int(ocr_records.declared_pixels(tf.constant(out.getvalue()))) == 123 * 45, fmt
+    assert int(ocr_records.declared_pixels(tf.constant(bomb_png()))) == 30000 * 30000

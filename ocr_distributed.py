@@ -1,0 +1,142 @@
+"""Training on several devices or machines with tf.distribute.
+
+    python ocr_captcha.py --strategy auto          # MirroredStrategy with several GPUs, else the default
+    python ocr_captcha.py --strategy mirrored      # every local GPU (or the CPU) in sync
+    TF_CONFIG='{...}' python ocr_captcha.py --strategy multiworker   # on every machine
+
+--batch-size is per replica; the global batch is that times the number of replicas.
+Keras 3's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so
+multi-worker training runs its own loop with `strategy.run`: the same model, loss,
+optimizer, schedule, metrics and early stopping as fit(). Only the chief writes files.
+"""
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "mirrored", "multiworker")
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy for --strategy (create it before any other TensorFlow work)."""
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            from ocr_core import DatasetError
+
+            raise DatasetError("--strategy multiworker needs TF_CONFIG describing the cluster and this worker's task")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored" or len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_multiworker(strategy: tf.distribute.Strategy) -> bool:
+    """True under MultiWorkerMirroredStrategy."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True for the one process that writes the model, logs, plots and checkpoints."""
+    if not is_multiworker(strategy):
+        return True
+    resolver = strategy.cluster_resolver
+    jobs = resolver.cluster_spec().as_dict()
+    if "chief" in jobs:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
+    """Split a dataset of global batches across the workers and replicas."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+
+def fit_multiworker(strategy, model, train_ds, val_ds, args, global_batch: int, log_path: Path | None) -> dict:
+    """fit() for MultiWorkerMirroredStrategy: train, validate, log, stop early; returns the history."""
+    import keras
+
+    import ocr_captcha  # the reading metrics live beside the model
+
+    per_example_loss = keras.losses.CTC(reduction=None)
+    with strategy.scope():
+        tracked = {"seq_acc": ocr_captcha.SequenceAccuracy(), "cer": ocr_captcha.CharacterErrorRate()}
+
+    def step(images, labels, training: bool):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=training)
+            losses = per_example_loss(labels, logits)
+            loss = tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
+        if training:
+            gradients = tape.gradient(loss, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        for metric in tracked.values():
+            metric.update_state(labels, logits)
+        return tf.reduce_sum(losses), tf.cast(tf.size(losses), tf.float32)
+
+    @tf.function
+    def run_step(batch, training: bool):
+        sums = strategy.run(step, args=(*batch, training))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in sums]
+
+    def run_epoch(dataset, training: bool) -> dict:
+        for metric in tracked.values():
+            metric.reset_state()
+        loss_sum, count = 0.0, 0.0
+        for batch in dataset:
+            batch_loss, batch_count = run_step(batch, training)
+            loss_sum, count = loss_sum + float(batch_loss), count + float(batch_count)
+        return {"loss": loss_sum / max(count, 1.0), **{k: float(m.result()) for k, m in tracked.items()}}
+
+    train_dist = distribute(strategy, train_ds)
+    val_dist = distribute(strategy, val_ds) if val_ds is not None else None
+    history: dict[str, list] = {}
+    best, best_weights, waited = float("inf"), None, 0
+    for epoch in range(args.epochs):
+        started = time.monotonic()
+        logs = run_epoch(train_dist, training=True)
+        if val_dist is not None:
+            logs.update({f"val_{k}": v for k, v in run_epoch(val_dist, training=False).items()})
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+        if args.verbose:
+            shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+            print(f"Epoch {epoch + 1}/{args.epochs} - {time.monotonic() - started:.0f}s - {shown}", flush=True)
+        if log_path is not None:
+            write_log_row(log_path, epoch, logs)
+        monitored = logs.get("val_loss", logs["loss"])
+        if monitored < best:
+            best, best_weights, waited = monitored, model.get_weights(), 0
+        else:
+            waited += 1
+            if waited >= args.patience:
+                print(f"Epoch {epoch + 1}: early stopping", file=sys.stderr)
+                break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    return history
+
+
+def write_log_row(path: Path, epoch: int, logs: dict) -> None:
+    """Append one epoch to the CSV log, writing the header first."""
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["epoch", *logs])
+        writer.writerow([epoch, *logs.values()])
+
+
+def task_description(strategy: tf.distribute.Strategy) -> str:
+    """'worker 1 of 2' style text for the log."""
+    if not is_multiworker(strategy):
+        return type(strategy).__name__
+    resolver = strategy.cluster_resolver
+    workers = len(json.loads(os.environ["TF_CONFIG"])["cluster"].get("worker", []))
+    return f"MultiWorkerMirroredStrategy, {resolver.task_type} {resolver.task_id} ({workers} workers)"

@@ -1,0 +1,23 @@
+"""benchmarks/run.py --quick: the harness runs end to end and writes its results (not a speed test)."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_quick_benchmark_writes_results(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    recipes = results["recipes"]["recipes"]
+    assert set(recipes) == {"A", "B", "C"}
+    for row in recipes.values():
+        assert row["test_seq_acc"] is not None and row["images_per_s"] > 0 and row["params"] > 0
+        assert row["peak_rss_mb"] > 0 and row["model_mb"] > 0
+    assert results["recipes"]["cli"]["predict_test_png_s"] > 0
+    assert results["datasets"]["results"]["quick_audit"]["corrupted"] == 5
+    markdown = (tmp_path / "RESULTS.md").read_text()
+    assert "| C |" in markdown and "Label audit" in markdown
