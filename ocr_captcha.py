@@ -13,7 +13,6 @@ The file reads top to bottom: data, model, metrics, training, inference.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -35,13 +34,15 @@ with ocr_core.silenced_stderr():  # TensorFlow's C++ start-up messages ignore TF
     import tensorflow as tf
     from keras import layers
 
+import ocr_distributed  # noqa: E402 - these import TensorFlow: after the quiet import above
+import ocr_records  # noqa: E402
+import ocr_storage  # noqa: E402
+
 DEFAULT_DATA_DIR = "captcha_images"
 DEFAULT_MODEL = "model/ocr_captcha.keras"
 DEFAULT_IMG_HEIGHT = 48
 # Below this many training images, augmentation is on unless --no-augment says otherwise.
 AUGMENT_BELOW = 2000
-# A folder with more unreadable files than this is more likely the wrong folder than a few bad downloads.
-MAX_BAD_FRACTION = 0.10
 
 
 # ---------------------------------------------------------------------------
@@ -340,77 +341,6 @@ def compile_model(model: keras.Model, learning_rate: float, total_steps: int) ->
     )
 
 
-class ResumableBackup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that starts over, with a warning, when a kill left no readable backup.
-
-    With double_checkpoint=True Keras falls back to the previous backup when the latest is
-    corrupt, but a kill during the very first save leaves no previous one to fall back to.
-    """
-
-    def on_train_begin(self, logs=None):
-        """Restore the last finished epoch, or start from scratch if the backup is unreadable."""
-        initial_weights = self.model.get_weights()
-        try:
-            super().on_train_begin(logs)
-        except OSError:
-            print(f"warning: the backup in {self.backup_dir} is unreadable (killed while saving?); "
-                  "starting over", file=sys.stderr)
-            shutil.rmtree(self.backup_dir, ignore_errors=True)
-            self.model.set_weights(initial_weights)
-            for variable in self.model.optimizer.variables:
-                variable.assign(keras.ops.zeros_like(variable))
-
-
-def run_key(fingerprint: list[str], args: argparse.Namespace, spec: ModelSpec) -> str:
-    """A short hash of the data and settings, so that a backup is only restored into the same run."""
-    digest = hashlib.sha256("\n".join(fingerprint).encode())
-    settings = [spec.to_dict(), args.epochs, args.batch_size, args.seed, args.val_split, args.learning_rate,
-                args.strategy]
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
-
-
-def scratch_dir(model_path: Path) -> Path:
-    """Folder beside the model for checkpoints and logs of runs in progress."""
-    return model_path.with_name(model_path.stem + ".training")
-
-
-def check_writable(folder: Path) -> None:
-    """Fail before training when the output folder cannot be created or written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"0" * 65536)
-        probe.unlink()
-    except OSError as error:
-        raise DatasetError(f"{folder}: cannot write the model there ({error.strerror})") from None
-
-
-def write_atomically(path: Path, write) -> None:
-    """Call `write(tmp_path)` on a temporary file beside `path`, then move it into place."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_model(model: keras.Model, path: Path) -> None:
-    """Replace the model file atomically, keeping the previous one as `<name>.prev.keras`."""
-    if path.exists():
-        previous = path.with_name(path.stem + ".prev.keras")
-        write_atomically(previous, lambda tmp: shutil.copy2(path, tmp))
-    # A fresh functional model over the same layers: saved without optimizer state or compile settings.
-    inference_model = keras.Model(model.inputs, model.outputs, name=model.name)
-    write_atomically(path, lambda tmp: inference_model.save(tmp))
-
-
-def write_json(path: Path, data) -> None:
-    """Write JSON atomically."""
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
-
-
 def load_labelled_folder(data_dir: str, model_path: Path, spec: ModelSpec | None, args) -> tuple[list, ModelSpec, LabelledImages]:
     """List, check and decode a labelled folder; `spec` (from --init-from) fixes the geometry."""
     items = ocr_core.list_labelled_images(data_dir)
@@ -426,7 +356,7 @@ def load_labelled_folder(data_dir: str, model_path: Path, spec: ModelSpec | None
     print(f"{len(items)} images in {data_dir}; charset {spec.charset!r} ({len(spec.charset)}), "
           f"labels up to {spec.max_label_length}; input {spec.height}x{spec.width}, {spec.time_steps} time steps")
     data = load_images(items, spec)
-    report_bad_files(data.bad_files, len(items), data_dir, model_path)
+    ocr_storage.report_bad_files(data.bad_files, len(items), data_dir, model_path)
     return items, spec, data
 
 
@@ -446,14 +376,12 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
     val_ds = make_dataset(val_images, val_labels, global_batch) if len(val_images) else None
     with strategy.scope():
         compile_model(model, args.learning_rate, args.epochs * int(np.ceil(n_train / global_batch)))
-    import ocr_distributed
-
     if ocr_distributed.is_multiworker(strategy):
         log = work / "training_log.csv" if ocr_distributed.is_chief(strategy) else None
         return ocr_distributed.fit_multiworker(strategy, model, train_ds, val_ds, args, global_batch, log)
     monitor = "val_loss" if val_ds is not None else "loss"
     callbacks = [
-        ResumableBackup(str(work / "backup"), double_checkpoint=True),
+        ocr_storage.ResumableBackup(str(work / "backup"), double_checkpoint=True),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=args.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(work / "training_log.csv"), append=True),
         *extra_callbacks,
@@ -489,8 +417,6 @@ def folder_training_data(args, model_path: Path, base_spec: ModelSpec | None) ->
 
 def shard_training_data(args, base_spec: ModelSpec | None) -> TrainingData:
     """TFRecord shards made by tools/pack_tfrecords.py: training streams, validation is held in memory."""
-    import ocr_records
-
     meta = ocr_records.read_meta(args.data_dir)
     spec = ocr_records.spec_for(meta, args.img_height, args.img_width)
     if base_spec is not None:
@@ -520,15 +446,12 @@ def shard_training_data(args, base_spec: ModelSpec | None) -> TrainingData:
 
 def train(args: argparse.Namespace) -> int:
     """Train on a labelled folder (or TFRecord shards) and save the model, its split, log and plots."""
-    import ocr_distributed
-    import ocr_records
-
     strategy = ocr_distributed.make_strategy(args.strategy)  # before any other TensorFlow work
     chief = ocr_distributed.is_chief(strategy)
     keras.utils.set_random_seed(args.seed)
     model_path = Path(args.model)
     if chief:
-        check_writable(model_path.parent)
+        ocr_storage.check_writable(model_path.parent)
     base = load_reader(args.init_from).model if args.init_from else None
     base_spec = model_info(base).spec if base is not None else None
     if ocr_records.is_record_folder(args.data_dir):
@@ -544,8 +467,8 @@ def train(args: argparse.Namespace) -> int:
     # Checkpoints and the log of a run in progress live in a folder keyed to its data and settings:
     # re-running the same command resumes there, and a different run never restores them.
     # Workers other than the chief keep theirs in a temporary folder.
-    key = run_key(data.fingerprint, args, data.spec)
-    work = scratch_dir(model_path) / f"run-{key}" if chief else Path(tempfile.mkdtemp())
+    key = ocr_storage.run_key(data.fingerprint, args, data.spec)
+    work = ocr_storage.scratch_dir(model_path) / f"run-{key}" if chief else Path(tempfile.mkdtemp())
     if args.restart:
         shutil.rmtree(work, ignore_errors=True)
     if (work / "backup").exists():
@@ -567,10 +490,10 @@ def train(args: argparse.Namespace) -> int:
     print(f"validation: sequence accuracy {seq_acc:.4f}, character error rate {cer:.4f} "
           f"({len(data.val_labels)} images, {seconds:.0f} s of training)")
 
-    save_model(model, model_path)
+    ocr_storage.save_model(model, model_path)
     shutil.move(str(work / "training_log.csv"), model_path.with_name("training_log.csv"))
-    shutil.rmtree(scratch_dir(model_path), ignore_errors=True)
-    write_json(model_path.with_name("split.json"), data.split)
+    shutil.rmtree(ocr_storage.scratch_dir(model_path), ignore_errors=True)
+    ocr_storage.write_json(model_path.with_name("split.json"), data.split)
     import ocr_plots  # matplotlib is only needed once training is done
 
     ocr_plots.save_training_plots(model_path.parent, history, model, data.val_images, data.val_labels, readings)
@@ -580,21 +503,6 @@ def train(args: argparse.Namespace) -> int:
 
         ocr_evaluation.evaluate_folder(Reader(model), args.test_dir, model_path.with_name("test_report.json"))
     return 0
-
-
-def report_bad_files(bad_files: list[str], total: int, data_dir: str, model_path: Path) -> None:
-    """Warn about unreadable files in one line and list them beside the model; stop if there are too many."""
-    if not bad_files:
-        return
-    if len(bad_files) == total:
-        raise DatasetError(f"{data_dir}: no readable images among {total} files (first: {bad_files[0]})")
-    if len(bad_files) > MAX_BAD_FRACTION * total:
-        raise DatasetError(f"{data_dir}: {len(bad_files)} of {total} files are unreadable "
-                           f"(first: {bad_files[0]}); is this the right folder?")
-    listing = model_path.with_name("bad_files.txt")
-    listing.write_text("\n".join(bad_files) + "\n")
-    first = "; ".join(bad_files[:3])
-    print(f"warning: skipped {len(bad_files)} unreadable files ({first}); full list in {listing}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------

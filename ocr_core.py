@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple, Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 LABELS_CSV = "labels.csv"

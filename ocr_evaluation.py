@@ -20,6 +20,7 @@ import tensorflow as tf
 
 import ocr_captcha
 import ocr_core
+import ocr_storage
 from ocr_core import DatasetError
 
 
@@ -53,7 +54,7 @@ def evaluate_folder(reader: "ocr_captcha.Reader", folder: str, report_path: Path
         print(f"labels use characters the model cannot read: {outside_all!r}")
     if data.bad_files:
         print(f"{len(data.bad_files)} unreadable files were skipped (listed in the report)")
-    ocr_captcha.write_json(report_path, report)
+    ocr_storage.write_json(report_path, report)
     print(f"report: {report_path}")
     return report
 
@@ -71,7 +72,7 @@ def audit_folder(args: argparse.Namespace) -> int:
     """Rank every file of a folder by the out-of-fold probability of its label; write JSON and a contact sheet."""
     keras.utils.set_random_seed(args.seed)
     model_path = Path(args.model)
-    ocr_captcha.check_writable(model_path.parent)
+    ocr_storage.check_writable(model_path.parent)
     _, spec, data = ocr_captcha.load_labelled_folder(args.audit, model_path, None, args)
     count = len(data.labels)
     if count < 2 * args.folds:
@@ -99,7 +100,7 @@ def audit_folder(args: argparse.Namespace) -> int:
         for i in np.argsort(p_label, kind="stable")
     ]
     report_path = Path(args.report) if args.report else model_path.with_name("audit.json")
-    ocr_captcha.write_json(report_path, ranking)
+    ocr_storage.write_json(report_path, ranking)
     import ocr_plots  # matplotlib is only needed for the contact sheet
 
     sheet = report_path.with_suffix(".png")

@@ -13,7 +13,6 @@ export uses too.
 """
 
 import json
-from pathlib import Path
 
 import tensorflow as tf
 

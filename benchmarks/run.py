@@ -112,6 +112,7 @@ def run_recipe(job: dict) -> dict:
     import tensorflow as tf
 
     import ocr_captcha
+    import ocr_storage
 
     recipe, work = job["recipe"], Path(job["work"])
     shutil.rmtree(work, ignore_errors=True)
@@ -144,7 +145,7 @@ def run_recipe(job: dict) -> dict:
     train_seconds = time.monotonic() - started
 
     model_path = work / "model.keras"
-    ocr_captcha.save_model(model, model_path)
+    ocr_storage.save_model(model, model_path)
     reader = ocr_captcha.load_reader(model_path)
     test_files = ocr_core.list_images(job["test_dir"])
     readings = reader.read(test_files)
@@ -262,6 +263,89 @@ def recipes_suite(args: argparse.Namespace, work: Path) -> dict:
     return {"train_dir": str(train_dir), "test_dir": str(test_dir), "recipes": rows,
             "test_images": len(ocr_core.list_images(test_dir)),
             "ddddocr": None if args.quick else ddddocr_baseline(test_dir), "cli": cli}
+
+
+def runtimes_suite(args: argparse.Namespace, work: Path) -> dict:
+    """Keras vs the ONNX light runtime vs the SavedModel on one model: agreement, images/s, CLI cold start."""
+    import numpy as np
+    import tensorflow as tf
+
+    import ocr_captcha
+    import ocr_export
+    import ocr_lite
+
+    model = Path(args.model) if args.model else work / "recipe_C" / "model.keras"
+    if args.quick:
+        test_dir = generate(work / "quick_test", 32, TEST_SEED)
+    else:
+        test_dir = Path(args.test_dir) if args.test_dir else generate(work / f"test_{TEST_SEED}", 1000, TEST_SEED)
+    files = ocr_core.list_images(test_dir)
+    keras_reader = ocr_captcha.load_reader(model)
+    lite_path = work / "runtimes" / "model.onnx"
+    serving_dir = work / "runtimes" / "serving"
+    shutil.rmtree(work / "runtimes", ignore_errors=True)
+    lite_path.parent.mkdir(parents=True)
+    ocr_export.export_lite(keras_reader, lite_path)
+    ocr_export.export_savedmodel(keras_reader, serving_dir)
+    lite_reader = ocr_lite.load_lite_reader(lite_path)
+    keras_texts = [r.text for r in keras_reader.read(files)]
+    lite_texts = [r.text for r in lite_reader.read(files)]
+    served = tf.saved_model.load(str(serving_dir / "1")).signatures["serving_default"]
+    served_texts = [t.decode() for t in served(image_bytes=tf.constant([p.read_bytes() for p in files]))["text"].numpy()]
+    truths = [ocr_core.label_from_filename(p) for p in files]
+    rounds = 2 if args.quick else 5
+    speeds = {name: [] for name in ("keras", "lite")}
+    for _ in range(rounds):  # alternate, so that both see the same machine load
+        for name, reader in (("keras", keras_reader), ("lite", lite_reader)):
+            speeds[name].append(measure_inference(reader, files)["images_per_s"])
+    cli = [sys.executable, "predict_example.py", "test.png", "--model"]
+    return {
+        "model": str(model), "test_dir": str(test_dir), "images": len(files),
+        "lite_same_texts": sum(a == b for a, b in zip(keras_texts, lite_texts)),
+        "savedmodel_same_texts": sum(a == b for a, b in zip(keras_texts, served_texts)),
+        "keras_seq_acc": ocr_core.score(truths, keras_texts)[0], "lite_seq_acc": ocr_core.score(truths, lite_texts)[0],
+        "keras_images_per_s": float(np.median(speeds["keras"])), "lite_images_per_s": float(np.median(speeds["lite"])),
+        "lite_file_mb": round(lite_path.stat().st_size / 1e6, 3),
+        "cli_keras_s": median_wall(cli + [str(model)], runs=rounds),
+        "cli_lite_s": median_wall(cli + [str(lite_path)], runs=rounds),
+        "import_tensorflow_s": median_wall([sys.executable, "-c", "import tensorflow"], runs=rounds),
+    }
+
+
+def workers_suite(args: argparse.Namespace, work: Path) -> dict:
+    """One process against two local MultiWorkerMirroredStrategy workers: same data, epochs and per-replica batch."""
+    import socket
+
+    data = generate(work / "quick_train", 96, 0) if args.quick else Path(args.data_dir)
+    epochs = "1" if args.quick else str(args.worker_epochs)
+    results = {"data_dir": str(data), "epochs": int(epochs)}
+    for workers in (1, 2):
+        model = work / f"workers_{workers}" / "m.keras"
+        shutil.rmtree(model.parent, ignore_errors=True)
+        command = [sys.executable, str(ROOT / "ocr_captcha.py"), "--data-dir", str(data), "--model", str(model),
+                   "--epochs", epochs, "--verbose", "2"]
+        started = time.monotonic()
+        if workers == 1:
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        else:
+            ports = []
+            for _ in range(workers):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    ports.append(f"127.0.0.1:{probe.getsockname()[1]}")
+            processes = [subprocess.Popen(command + ["--strategy", "multiworker"], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, env={**os.environ, "TF_CONFIG": json.dumps(
+                                              {"cluster": {"worker": ports}, "task": {"type": "worker", "index": i}})})
+                         for i in range(workers)]
+            if any(p.wait() != 0 for p in processes):
+                raise RuntimeError("a worker failed")
+        seconds = time.monotonic() - started
+        info = subprocess.run([sys.executable, str(ROOT / "predict_example.py"), "--info", "--json", "--model",
+                               str(model)], capture_output=True, text=True, check=True)
+        results[f"workers_{workers}"] = {"seconds": round(seconds, 1),
+                                         "val_seq_acc": json.loads(info.stdout)["validation"]["seq_acc"]}
+    results["time_ratio_2_to_1"] = round(results["workers_2"]["seconds"] / results["workers_1"]["seconds"], 2)
+    return results
 
 
 def linked_folder(folder: Path, files: list[tuple[Path, str]]) -> Path:
@@ -452,6 +536,30 @@ def render_markdown(results: dict) -> str:
                              f"{row['corrupted_in_top_2pct']} of them ({percent(row['recall'])}) rank in the top 2% "
                              f"({row['top_2pct']} files); {row['seconds']:.0f} s.")
         lines.append("")
+    runtimes = results.get("runtimes")
+    if runtimes:
+        r = runtimes
+        lines += ["## Runtimes: Keras, the ONNX light runtime and the SavedModel, on one model", "",
+                  f"Command: `{r['command']}`; model `{r['model']}`; {r['images']} test images.", "",
+                  "| | Keras (`.keras`) | light runtime (`.onnx`, onnxruntime) |", "|---|---|---|",
+                  f"| sequence accuracy | {percent(r['keras_seq_acc'])} | {percent(r['lite_seq_acc'])} |",
+                  f"| images/s (batch 256, median of rounds) | {r['keras_images_per_s']:.0f} | {r['lite_images_per_s']:.0f} |",
+                  f"| `python predict_example.py test.png --model ...`, median wall | {r['cli_keras_s']:.2f} s | "
+                  f"{r['cli_lite_s']:.2f} s |", "",
+                  f"- Texts identical to the Keras path: light runtime {r['lite_same_texts']} of {r['images']}, "
+                  f"SavedModel (raw bytes in, decoding in the graph) {r['savedmodel_same_texts']} of {r['images']}.",
+                  f"- `python -c \"import tensorflow\"`: {r['import_tensorflow_s']:.2f} s. ONNX file: {r['lite_file_mb']:.2f} MB.", ""]
+    workers = results.get("workers")
+    if workers:
+        w = workers
+        lines += ["## Two local workers against one process", "",
+                  f"Command: `{w['command']}`; `{w['data_dir']}`, {w['epochs']} epochs each, batch 32 per replica "
+                  "(so the two workers take global steps of 64).", "",
+                  "| | wall time | validation sequence accuracy |", "|---|---|---|",
+                  f"| one process | {w['workers_1']['seconds']:.0f} s | {percent(w['workers_1']['val_seq_acc'])} |",
+                  f"| two MultiWorkerMirroredStrategy workers on 127.0.0.1 | {w['workers_2']['seconds']:.0f} s | "
+                  f"{percent(w['workers_2']['val_seq_acc'])} |", "",
+                  f"Time ratio two workers / one: {w['time_ratio_2_to_1']:.2f} (both workers share this machine's 2 cores).", ""]
     resume = results.get("resume")
     if resume:
         lines += ["## Interrupted training", "",
@@ -466,7 +574,9 @@ def render_markdown(results: dict) -> str:
 def main() -> int:
     """Run the chosen suites and write results.json and RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=("recipes", "datasets", "all"), default="all")
+    parser.add_argument("--suite", choices=("recipes", "datasets", "runtimes", "workers", "all"), default="all")
+    parser.add_argument("--worker-epochs", type=int, default=4, help="epochs of each run of the workers suite")
+    parser.add_argument("--model", help="model of the runtimes suite (default: recipe C of the recipes suite)")
     parser.add_argument("--quick", action="store_true", help="tiny data and budgets: checks the harness, not the models")
     parser.add_argument("--data-dir", default=str(ROOT / "captcha_images"), help="training folder of the recipes suite")
     parser.add_argument("--test-dir", help="test folder of the recipes suite (default: 1,000 fresh generated images)")
@@ -488,6 +598,12 @@ def main() -> int:
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
     if args.suite in ("recipes", "all"):
         results["recipes"] = {"command": command, "machine": machine(), **recipes_suite(args, work)}
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+    if args.suite in ("runtimes", "all"):
+        results["runtimes"] = {"command": command, "machine": machine(), **runtimes_suite(args, work)}
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+    if args.suite in ("workers", "all"):
+        results["workers"] = {"command": command, "machine": machine(), **workers_suite(args, work)}
         results_path.write_text(json.dumps(results, indent=2) + "\n")
     if args.suite in ("datasets", "all"):
         results["datasets"] = {"command": command, "machine": machine(), "results": datasets_suite(args, work)}

@@ -19,6 +19,7 @@ import pytest
 
 import ocr_captcha
 import ocr_core
+import ocr_storage
 from conftest import ROOT
 from ocr_core import ImageReadError, ModelLoadError
 
@@ -133,7 +134,7 @@ def test_crash_during_save_keeps_previous_model(reader, trained_model, tmp_path,
         raise OSError(errno.EIO, "disk went away")
     monkeypatch.setattr(keras.Model, "save", crash)
     with pytest.raises(OSError):
-        ocr_captcha.save_model(reader.model, target)
+        ocr_storage.save_model(reader.model, target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "m.prev.keras"]
 
@@ -229,6 +230,6 @@ def test_backup_killed_during_first_save_starts_over(tmp_path, capsys):
     images = np.zeros((4, 16, 16), np.float32)
     labels = np.array([[1, 2], [2, 1], [1, 0], [2, 0]], np.int32)
     history = model.fit(images, labels, epochs=2, verbose=0,
-                        callbacks=[ocr_captcha.ResumableBackup(str(backup), double_checkpoint=True)])
+                        callbacks=[ocr_storage.ResumableBackup(str(backup), double_checkpoint=True)])
     assert len(history.history["loss"]) == 2
     assert "unreadable" in capsys.readouterr().err
