@@ -41,6 +41,10 @@ import ocr_storage  # noqa: E402
 DEFAULT_DATA_DIR = "captcha_images"
 DEFAULT_MODEL = "model/ocr_captcha.keras"
 DEFAULT_IMG_HEIGHT = 48
+DEFAULT_EPOCHS = 15
+DEFAULT_PATIENCE = 5
+MIN_TRAINING_STEPS = 3000
+MAX_AUTO_EPOCHS = 300
 # Below this many training images, augmentation is on unless --no-augment says otherwise.
 AUGMENT_BELOW = 2000
 
@@ -237,8 +241,12 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     BatchNormalization at inference is a per-channel scale and shift, so it can be
     merged into the convolution's kernel and bias: same outputs, one pass less over
     every feature map. The saved model keeps its BatchNorm layers for fine-tuning.
+    Models of another architecture are returned unchanged.
     """
     folded = build_model(model_info(model).spec, batch_norm=False)
+    names = {layer.name for layer in model.layers}
+    if not {f"norm_{i}" for i in (1, 2, 3)} <= names or not {layer.name for layer in folded.layers} <= names:
+        return model  # another architecture, or nothing to fold: read with the model as it is
     for layer in folded.layers:
         source = model.get_layer(layer.name)
         if isinstance(layer, layers.Conv2D):
@@ -360,6 +368,21 @@ def load_labelled_folder(data_dir: str, model_path: Path, spec: ModelSpec | None
     return items, spec, data
 
 
+def training_length(args: argparse.Namespace, n_train: int, global_batch: int) -> argparse.Namespace:
+    """args with --epochs and --patience resolved: small datasets get more, shorter epochs.
+
+    CTC training first sits on a loss plateau for a few hundred optimizer steps; 15 epochs
+    of a few hundred images are too few steps to leave it, so the default is 15 epochs or
+    as many as make MIN_TRAINING_STEPS steps, whichever is more.
+    """
+    steps_per_epoch = max(1, int(np.ceil(n_train / global_batch)))
+    epochs = args.epochs or max(DEFAULT_EPOCHS, min(MAX_AUTO_EPOCHS, int(np.ceil(MIN_TRAINING_STEPS / steps_per_epoch))))
+    patience = args.patience or max(DEFAULT_PATIENCE, epochs // 8)
+    if args.epochs is None:
+        print(f"training for up to {epochs} epochs of {steps_per_epoch} steps (patience {patience})")
+    return argparse.Namespace(**{**vars(args), "epochs": epochs, "patience": patience})
+
+
 def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_images: np.ndarray,
         val_labels: np.ndarray, args, work: Path, extra_callbacks: Sequence = (),
         strategy: tf.distribute.Strategy | None = None) -> dict:
@@ -372,6 +395,7 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
     print(f"augmentation {'on' if augment else 'off'} ({n_train} training images"
           f"{'' if args.augment is None else ', chosen by flag'})")
     global_batch = args.batch_size * strategy.num_replicas_in_sync
+    args = training_length(args, n_train, global_batch)
     train_ds = batched(train_elements, global_batch, args.seed, augment, shuffle_buffer=min(max(1, n_train), 20000))
     val_ds = make_dataset(val_images, val_labels, global_batch) if len(val_images) else None
     with strategy.scope():
@@ -517,8 +541,7 @@ class Reader(ocr_core.BaseReader):
         info = model_info(model)
         super().__init__(info.spec, info.validation, info.format_version)
         self.model = model  # as trained: for fine-tuning and export
-        self.inference_model = fold_batch_norm(model) if any(
-            isinstance(layer, layers.BatchNormalization) for layer in model.layers) else model
+        self.inference_model = fold_batch_norm(model)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Per-step logits for a preprocessed batch."""
@@ -574,10 +597,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--folds", type=positive_int, default=5, help="models trained by --audit (default: %(default)s)")
     parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")
     parser.add_argument("--init-from", metavar="MODEL", help="fine-tune this saved model instead of starting fresh")
-    parser.add_argument("--epochs", type=positive_int, default=15, help="maximum number of epochs (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help=f"maximum number of epochs (default: {DEFAULT_EPOCHS}, or more for small datasets so "
+                             f"that training takes at least {MIN_TRAINING_STEPS} steps)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per training step (default: %(default)s)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (cosine schedule) (default: %(default)s)")
-    parser.add_argument("--patience", type=positive_int, default=5, help="epochs without a better val loss before stopping (default: %(default)s)")
+    parser.add_argument("--patience", type=positive_int, default=None,
+                        help=f"epochs without a better val loss before stopping (default: {DEFAULT_PATIENCE}, "
+                             "or an eighth of the epochs if more)")
     parser.add_argument("--seed", type=int, default=1337, help="seed for the split, shuffling and weights (default: %(default)s)")
     parser.add_argument("--val-split", type=fraction, default=0.1, help="fraction of images held out for validation (default: %(default)s)")
     parser.add_argument("--img-height", type=positive_int, default=DEFAULT_IMG_HEIGHT, help="model input height (default: %(default)s)")

@@ -206,6 +206,12 @@ def generate(folder: Path, count: int, seed: int, *extra: str) -> Path:
     return folder
 
 
+def current_commit() -> str:
+    """The short hash of the checked-out commit the numbers are measured on."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def median_wall(command: list[str], runs: int = 5) -> float:
     """Median wall time of a command over several runs, in seconds."""
     times = []
@@ -373,7 +379,7 @@ def train_cli(data_dir: Path, test_dir: Path, work: Path, *extra: str) -> dict:
     left_plateau = next((i + 1 for i, acc in enumerate(val_acc) if acc > 0.5), None)
     return {"seconds": round(seconds, 1), "epochs": len(val_acc), "test_n": report["n"],
             "test_seq_acc": report["seq_acc"], "test_cer": report["cer"], "test_misreads": len(report["misreads"]),
-            "first_epoch_val_over_50pct": left_plateau}
+            "first_epoch_val_over_50pct": left_plateau, "commit": current_commit()}
 
 
 def audit_benchmark(source: Path, work: Path, fraction: float, seed: int, extra: list[str]) -> dict:
@@ -402,49 +408,54 @@ def audit_benchmark(source: Path, work: Path, fraction: float, seed: int, extra:
     caught = sum(Path(row["path"]).name in flagged_names for row in top)
     return {"files": len(items), "corrupted": len(corrupted), "top_2pct": len(top),
             "corrupted_in_top_2pct": caught, "recall": caught / max(1, len(corrupted)),
-            "seconds": round(time.monotonic() - started, 1)}
+            "seconds": round(time.monotonic() - started, 1), "commit": current_commit()}
 
 
 def datasets_suite(args: argparse.Namespace, work: Path) -> dict:
     """Our default recipe on real and unfamiliar datasets, small data, and the label audit."""
     shared = Path(args.datasets_dir)
-    results = {}
+    previous = json.loads((Path(args.out) / "results.json").read_text()).get("datasets", {}) \
+        if (Path(args.out) / "results.json").exists() else {}
+    results = dict(previous.get("results", {})) if args.only else {}
+    chosen = set(args.only.split(",")) if args.only else {"henan", "v2", "simple", "small", "audit"}
     if args.quick:
         data = generate(work / "quick_train", 96, 0)
         test = generate(work / "quick_test", 32, TEST_SEED)
         results["quick"] = train_cli(data, test, work / "quick_cli", "--epochs", "1")
         results["quick_audit"] = audit_benchmark(data, work / "quick_audit", 0.05, 1, ["--folds", "2", "--epochs", "1"])
         return results
-    henan = ocr_core.list_labelled_images(shared / "henan_uni_4digit")
-    order = random.Random(0).sample(range(len(henan)), len(henan))
-    cut = round(0.8 * len(henan))
-    train = linked_folder(work / "henan_train", [henan[i] for i in order[:cut]])
-    test = linked_folder(work / "henan_test", [henan[i] for i in order[cut:]])
-    results["henan_uni_4digit"] = train_cli(train, test, work / "henan")
-    print("henan:", results["henan_uni_4digit"], flush=True)
+    if "henan" in chosen:
+        henan = ocr_core.list_labelled_images(shared / "henan_uni_4digit")
+        order = random.Random(0).sample(range(len(henan)), len(henan))
+        cut = round(0.8 * len(henan))
+        train = linked_folder(work / "henan_train", [henan[i] for i in order[:cut]])
+        test = linked_folder(work / "henan_test", [henan[i] for i in order[cut:]])
+        results["henan_uni_4digit"] = train_cli(train, test, work / "henan")
+        print("henan:", results["henan_uni_4digit"], flush=True)
 
-    v2 = ocr_core.list_labelled_images(shared / "captcha_images_v2")
-    order = random.Random(0).sample(range(len(v2)), len(v2))
-    cut = round(0.9 * len(v2))
-    train = linked_folder(work / "v2_train", [v2[i] for i in order[:cut]])
-    test = linked_folder(work / "v2_test", [v2[i] for i in order[cut:]])
-    results["captcha_images_v2"] = train_cli(train, test, work / "v2")
-    print("v2:", results["captcha_images_v2"], flush=True)
-
-    simple = shared / "simplecaptcha_6digit"
-    results["simplecaptcha_6digit"] = train_cli(simple / "train", simple / "test", work / "simple")
-    print("simple:", results["simplecaptcha_6digit"], flush=True)
-
-    shipped = ocr_core.list_labelled_images(ROOT / "captcha_images")
-    small = linked_folder(work / "small_train", random.Random(0).sample(shipped, 300))
-    fresh = generate(work / f"test_{TEST_SEED}", 1000, TEST_SEED)
-    results["small_data_300"] = train_cli(small, fresh, work / "small")
-    print("small:", results["small_data_300"], flush=True)
-
-    results["audit_henan_2pct"] = audit_benchmark(shared / "henan_uni_4digit", work / "audit", 0.02, 0,
-                                                  ["--epochs", str(args.audit_epochs)])
-    results["audit_henan_2pct"]["epochs_per_fold"] = args.audit_epochs
-    print("audit:", results["audit_henan_2pct"], flush=True)
+    if "v2" in chosen:
+        v2 = ocr_core.list_labelled_images(shared / "captcha_images_v2")
+        order = random.Random(0).sample(range(len(v2)), len(v2))
+        cut = round(0.9 * len(v2))
+        train = linked_folder(work / "v2_train", [v2[i] for i in order[:cut]])
+        test = linked_folder(work / "v2_test", [v2[i] for i in order[cut:]])
+        results["captcha_images_v2"] = train_cli(train, test, work / "v2")
+        print("v2:", results["captcha_images_v2"], flush=True)
+    if "simple" in chosen:
+        simple = shared / "simplecaptcha_6digit"
+        results["simplecaptcha_6digit"] = train_cli(simple / "train", simple / "test", work / "simple")
+        print("simple:", results["simplecaptcha_6digit"], flush=True)
+    if "small" in chosen:
+        shipped = ocr_core.list_labelled_images(ROOT / "captcha_images")
+        small = linked_folder(work / "small_train", random.Random(0).sample(shipped, 300))
+        fresh = generate(work / f"test_{TEST_SEED}", 1000, TEST_SEED)
+        results["small_data_300"] = train_cli(small, fresh, work / "small")
+        print("small:", results["small_data_300"], flush=True)
+    if "audit" in chosen:
+        results["audit_henan_2pct"] = audit_benchmark(shared / "henan_uni_4digit", work / "audit", 0.02, 0,
+                                                      ["--epochs", str(args.audit_epochs)])
+        results["audit_henan_2pct"]["epochs_per_fold"] = args.audit_epochs
+        print("audit:", results["audit_henan_2pct"], flush=True)
     return results
 
 
@@ -462,8 +473,7 @@ def machine() -> dict:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     versions = subprocess.run([sys.executable, "-c", "import tensorflow as t, keras as k; print(t.__version__, k.__version__)"],
                               capture_output=True, text=True).stdout.split()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return {"commit": commit, "cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "tensorflow": versions[0],
+    return {"commit": current_commit(), "cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "tensorflow": versions[0],
             "keras": versions[1], "numpy": numpy.__version__, "pillow": PIL.__version__, "date": date.today().isoformat()}
 
 
@@ -521,7 +531,7 @@ def render_markdown(results: dict) -> str:
                   f"Machine: {m['cores']} cores, {m['cpu']}; {m['date']}; commit {m.get('commit', '?')}. "
                   f"Command: `{datasets['command']}`.", "",
                   "| dataset | split | training + test time | epochs | test seq. acc. | test CER | misreads | "
-                  "first epoch with val > 50% |", "|---|---|---|---|---|---|---|---|"]
+                  "first epoch with val > 50% | commit |", "|---|---|---|---|---|---|---|---|---|"]
         splits = {"henan_uni_4digit": "80/20 by file, seed 0", "captcha_images_v2": "90/10, seed 0",
                   "simplecaptcha_6digit": "train/ vs test/", "small_data_300": "300 shipped images vs 1,000 fresh",
                   "quick": "smoke run"}
@@ -529,7 +539,8 @@ def render_markdown(results: dict) -> str:
             if "test_seq_acc" in row:
                 lines.append(f"| {name} | {splits.get(name, '')} | {row['seconds']:.0f} s | {row['epochs']} | "
                              f"{percent(row['test_seq_acc'])} | {percent(row['test_cer'])} | "
-                             f"{row['test_misreads']} of {row['test_n']} | {row['first_epoch_val_over_50pct']} |")
+                             f"{row['test_misreads']} of {row['test_n']} | {row['first_epoch_val_over_50pct']} | "
+                             f"{row.get('commit', m.get('commit', '?'))} |")
         for name, row in datasets["results"].items():
             if "recall" in row:
                 lines.append(f"\n- Label audit ({name}): {row['corrupted']} of {row['files']} labels corrupted at random; "
@@ -584,6 +595,8 @@ def main() -> int:
                         help="folder holding henan_uni_4digit, captcha_images_v2 and simplecaptcha_6digit")
     parser.add_argument("--budget", type=int, default=900, help="seconds of training per recipe")
     parser.add_argument("--audit-epochs", type=int, default=8, help="epochs per fold of the audit benchmark")
+    parser.add_argument("--only", help="datasets suite: comma-separated subset of henan,v2,simple,small,audit, "
+                                       "merged into the existing results")
     parser.add_argument("--out", default=str(ROOT / "benchmarks"), help="folder for results.json and RESULTS.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -132,3 +132,14 @@ def test_batch_norm_folded_for_inference_gives_the_same_logits(reader, tiny_data
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in reader.model.layers)
     assert np.allclose(folded.predict_on_batch(batch), reader.model.predict_on_batch(batch), atol=1e-4)
+
+
+def test_models_of_other_architectures_are_read_unfolded(tmp_path):
+    spec = ModelSpec("01", 16, 16, 2)
+    inputs = keras.Input((16, 16))
+    x = keras.layers.Reshape((16, 16, 1))(inputs)
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3, padding="same")(x))
+    x = keras.layers.Reshape((4, -1))(keras.layers.MaxPooling2D((4, 4))(x))
+    x = ocr_captcha.ModelInfo(**spec.to_dict())(keras.layers.Dense(spec.num_classes)(x))
+    other = keras.Model(inputs, x)
+    assert ocr_captcha.Reader(other).inference_model is other
