@@ -363,6 +363,16 @@ def linked_folder(folder: Path, files: list[tuple[Path, str]]) -> Path:
     return folder
 
 
+def split_folders(source: Path, train_fraction: float, prefix: Path) -> tuple[Path, Path]:
+    """A seeded (seed 0) split of a labelled folder by file into `<prefix>_train` and `<prefix>_test` links."""
+    items = ocr_core.list_labelled_images(source)
+    order = random.Random(0).sample(range(len(items)), len(items))
+    cut = round(train_fraction * len(items))
+    train = linked_folder(prefix.with_name(prefix.name + "_train"), [items[i] for i in order[:cut]])
+    test = linked_folder(prefix.with_name(prefix.name + "_test"), [items[i] for i in order[cut:]])
+    return train, test
+
+
 def train_cli(data_dir: Path, test_dir: Path, work: Path, *extra: str) -> dict:
     """Train with `python ocr_captcha.py` defaults, test on a folder, and collect time and scores."""
     shutil.rmtree(work, ignore_errors=True)
@@ -425,20 +435,12 @@ def datasets_suite(args: argparse.Namespace, work: Path) -> dict:
         results["quick_audit"] = audit_benchmark(data, work / "quick_audit", 0.05, 1, ["--folds", "2", "--epochs", "1"])
         return results
     if "henan" in chosen:
-        henan = ocr_core.list_labelled_images(shared / "henan_uni_4digit")
-        order = random.Random(0).sample(range(len(henan)), len(henan))
-        cut = round(0.8 * len(henan))
-        train = linked_folder(work / "henan_train", [henan[i] for i in order[:cut]])
-        test = linked_folder(work / "henan_test", [henan[i] for i in order[cut:]])
+        train, test = split_folders(shared / "henan_uni_4digit", 0.8, work / "henan")
         results["henan_uni_4digit"] = train_cli(train, test, work / "henan")
         print("henan:", results["henan_uni_4digit"], flush=True)
 
     if "v2" in chosen:
-        v2 = ocr_core.list_labelled_images(shared / "captcha_images_v2")
-        order = random.Random(0).sample(range(len(v2)), len(v2))
-        cut = round(0.9 * len(v2))
-        train = linked_folder(work / "v2_train", [v2[i] for i in order[:cut]])
-        test = linked_folder(work / "v2_test", [v2[i] for i in order[cut:]])
+        train, test = split_folders(shared / "captcha_images_v2", 0.9, work / "v2")
         results["captcha_images_v2"] = train_cli(train, test, work / "v2")
         print("v2:", results["captcha_images_v2"], flush=True)
     if "simple" in chosen:
