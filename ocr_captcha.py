@@ -198,7 +198,7 @@ def build_model(spec: ModelSpec, batch_norm: bool = True) -> keras.Model:
     inputs = keras.Input(shape=(spec.height, spec.width), name="image")
     x = layers.Reshape((spec.height, spec.width, 1), name="add_channel")(inputs)
     # Pool height more than width: the width becomes the CTC time axis (one step per 4 columns).
-    for i, (filters, pool) in enumerate(((32, (2, 2)), (64, (2, 2)), (96, (2, 1))), start=1):
+    for i, (filters, pool) in enumerate(((16, (2, 2)), (32, (2, 2)), (64, (2, 1))), start=1):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal",
                           name=f"conv_{i}")(x)
         if batch_norm:

@@ -573,6 +573,20 @@ def render_markdown(results: dict) -> str:
                   f"| two MultiWorkerMirroredStrategy workers on 127.0.0.1 | {w['workers_2']['seconds']:.0f} s | "
                   f"{percent(w['workers_2']['val_seq_acc'])} |", "",
                   f"Time ratio two workers / one: {w['time_ratio_2_to_1']:.2f} (both workers share this machine's 2 cores).", ""]
+    levers = results.get("levers")
+    if levers:
+        m = levers["machine"]
+        b_speed = next(iter(levers["variants"].values()))["images_per_s"]
+        lines += ["## Inference levers: the network alone", "",
+                  f"`{levers['command']}` ({m['date']}, commit {m.get('commit', '?')}): `predict_on_batch` on batches "
+                  "of 256, untrained weights, no file reading or preprocessing.", "",
+                  "| variant | images/s | / B | params |", "|---|---|---|---|"]
+        for name, row in levers["variants"].items():
+            lines.append(f"| {name} | {row['images_per_s']:.0f} | {row['images_per_s'] / b_speed:.2f} | {row['params']:,} |")
+        lines.append("")
+    notes = Path(__file__).with_name("levers.md")
+    if notes.exists():
+        lines += [notes.read_text().strip(), ""]
     resume = results.get("resume")
     if resume:
         lines += ["## Interrupted training", "",
