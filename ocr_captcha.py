@@ -208,9 +208,12 @@ def build_model(spec: ModelSpec, batch_norm: bool = True) -> keras.Model:
     x = layers.Permute((2, 1, 3), name="columns_first")(x)  # (batch, width, height, channels)
     x = layers.Reshape((spec.time_steps, -1), name="column_features")(x)  # one feature vector per time step
     x = layers.Dense(96, activation="relu", name="projection")(x)
-    x = layers.Dropout(0.2, name="dropout")(x)
-    x = layers.Bidirectional(layers.LSTM(96, return_sequences=True, dropout=0.2), name="bilstm_1")(x)
+    columns = layers.Dropout(0.2, name="dropout")(x)
+    x = layers.Bidirectional(layers.LSTM(96, return_sequences=True, dropout=0.2), name="bilstm_1")(columns)
     x = layers.Bidirectional(layers.LSTM(64, return_sequences=True, dropout=0.2), name="bilstm_2")(x)
+    # The logits also see each column's own features, not only the LSTMs' context: this direct
+    # path lets CTC find the characters early instead of sitting on its loss plateau.
+    x = layers.Concatenate(name="context_and_columns")([x, columns])
     logits = layers.Dense(spec.num_classes, name="logits")(x)
     outputs = ModelInfo(**spec.to_dict(), name="model_info")(logits)
     return keras.Model(inputs, outputs, name="ocr_captcha")

@@ -31,9 +31,22 @@ def save_learning_curve(history: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def layer_summary(layer) -> tuple[str, str]:
+def merged_inputs(model) -> dict[str, list[str]]:
+    """For each layer that joins several tensors, the names of the layers it takes them from."""
+    merged = {}
+    for layer in model.get_config()["layers"]:
+        for node in layer.get("inbound_nodes", []):
+            tensors = node["args"][0] if node["args"] else None
+            if isinstance(tensors, list) and len(tensors) > 1:
+                merged[layer["name"]] = [tensor["config"]["keras_history"][0] for tensor in tensors]
+    return merged
+
+
+def layer_summary(layer, sources: list[str] | None = None) -> tuple[str, str]:
     """(title, output shape) lines for one layer's box in the diagram."""
     kind = type(layer).__name__
+    if sources:
+        kind = f"{kind} of {' + '.join(sources)}"
     inner = getattr(layer, "forward_layer", None)
     if inner is not None:
         kind = f"Bidirectional({type(inner).__name__} {inner.units})"
@@ -50,7 +63,8 @@ def layer_summary(layer) -> tuple[str, str]:
 
 def save_model_structure(model, path: Path) -> None:
     """A top-to-bottom box diagram of the network's layers with their output shapes."""
-    rows = [layer_summary(layer) for layer in model.layers]
+    merged = merged_inputs(model)
+    rows = [layer_summary(layer, merged.get(layer.name)) for layer in model.layers]
     height = 0.55 * len(rows) + 0.6
     figure, axis = plt.subplots(figsize=(6.4, height))
     axis.set_xlim(0, 1)
