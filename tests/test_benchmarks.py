@@ -22,6 +22,6 @@ def test_quick_benchmark_writes_results(tmp_path):
     runtimes = results["runtimes"]
     assert runtimes["lite_same_texts"] >= 31 and runtimes["savedmodel_same_texts"] >= 31
     assert runtimes["cli_lite_s"] > 0 and runtimes["lite_images_per_s"] > 0
-    assert results["workers"]["workers_2"]["seconds"] > 0
+    assert results["workers"]["two_workers_same_global_batch"]["seconds"] > 0
     markdown = (tmp_path / "RESULTS.md").read_text()
     assert "| C |" in markdown and "Label audit" in markdown and "light runtime" in markdown
