@@ -1,6 +1,6 @@
 """Does an interrupted training end where an uninterrupted one does?
 
-    python benchmarks/resume.py [--count 3000] [--epochs 8] [--kill-after 3]
+    python benchmarks/resume.py [--count 8000] [--epochs 15] [--kill-after 5]
 
 Trains the default recipe on the first --count shipped images twice: once straight
 through, once killed with SIGKILL after --kill-after finished epochs and run again with
@@ -39,9 +39,9 @@ def validation_accuracy(model: Path) -> float:
 def main() -> int:
     """Run both trainings and report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=3000)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--kill-after", type=int, default=3)
+    parser.add_argument("--count", type=int, default=8000)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--kill-after", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "benchmarks"))
     args = parser.parse_args()
     work = Path(args.out) / "work" / "resume"
