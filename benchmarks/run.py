@@ -561,7 +561,7 @@ def render_markdown(results: dict) -> str:
             if "recall" in row:
                 lines.append(f"\n- Label audit ({name}): {row['corrupted']} of {row['files']} labels corrupted at random; "
                              f"{row['corrupted_in_top_2pct']} of them ({percent(row['recall'])}) rank in the top 2% "
-                             f"({row['top_2pct']} files); {row['seconds']:.0f} s.")
+                             f"({row['top_2pct']} files); {row['seconds']:.0f} s; commit {row.get('commit', m.get('commit', '?'))}.")
         lines.append("")
     runtimes = results.get("runtimes")
     if runtimes:
