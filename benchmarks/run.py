@@ -37,6 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 import ocr_core  # noqa: E402
 
 TEST_SEED = 2026  # the shipped set is seed 0 and test.png comes from seed 4242
+PLATEAU_SEEDS = (1337, 1, 2, 3, 4)  # 1337 is ocr_captcha.py's default
 RECIPES = ("A", "B", "C")
 
 
@@ -109,6 +110,47 @@ def measure_inference(reader, test_files: list[Path]) -> dict:
     return {"images_per_s": round(images_per_second, 1), "latency_ms": round(1000 * statistics.median(latencies[10:]), 2)}
 
 
+def prepare_training(argv: list[str], work: Path):
+    """Fresh `work` folder, seeded weights, and a folder decoded and split as ocr_captcha.py does it."""
+    import keras
+
+    import ocr_captcha
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    args = ocr_captcha.parse_args(argv)
+    keras.utils.set_random_seed(args.seed)
+    _, spec, data = ocr_captcha.load_labelled_folder(args.data_dir, work / "model.keras", None, args)
+    train_idx, val_idx = ocr_captcha.split_indices(len(data.labels), args.val_split, args.seed)
+    return args, spec, data, train_idx, val_idx, ocr_captcha.encode_labels(data.labels, spec)
+
+
+def run_plateau(job: dict) -> dict:
+    """The first job['epochs'] epochs of the default training with one seed: validation CER after each."""
+    import keras
+    import tensorflow as tf
+
+    import ocr_captcha
+
+    work = Path(job["work"])
+    argv = ["--data-dir", job["train_dir"], "--model", str(work / "model.keras"), "--seed", str(job["seed"]),
+            "--verbose", "2"]
+    args, spec, data, train_idx, val_idx, labels = prepare_training(argv, work)
+    val_cer = []
+
+    class FirstEpochs(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            val_cer.append(round(float(logs["val_cer"]), 4))
+            self.model.stop_training = epoch + 1 >= job["epochs"]
+
+    elements = tf.data.Dataset.from_tensor_slices((data.images[train_idx], labels[train_idx])).cache()
+    # fit() plans the schedule for the whole default run; stopping early keeps its first epochs as they are.
+    ocr_captcha.fit(ocr_captcha.build_model(spec), elements, len(train_idx), data.images[val_idx], labels[val_idx],
+                    args, work, [FirstEpochs()])
+    return {"seed": job["seed"], "val_cer_by_epoch": val_cer,
+            "first_epoch_val_cer_under_50pct": next((i + 1 for i, cer in enumerate(val_cer) if cer < 0.5), None)}
+
+
 def run_recipe(job: dict) -> dict:
     """Train one recipe on job['train_dir'] within job['budget'] seconds and measure it."""
     import keras
@@ -118,17 +160,11 @@ def run_recipe(job: dict) -> dict:
     import ocr_storage
 
     recipe, work = job["recipe"], Path(job["work"])
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     argv = ["--data-dir", job["train_dir"], "--model", str(work / "model.keras"), "--verbose", "2"]
     if recipe != "C":
         argv += ["--img-height", "50", "--img-width", "200", "--batch-size", "16", "--epochs", "100",
                  "--patience", "10", "--no-augment"]
-    args = ocr_captcha.parse_args(argv + job.get("extra_args", []))
-    keras.utils.set_random_seed(args.seed)
-    items, spec, data = ocr_captcha.load_labelled_folder(args.data_dir, work / "model.keras", None, args)
-    train_idx, val_idx = ocr_captcha.split_indices(len(data.labels), args.val_split, args.seed)
-    labels = ocr_captcha.encode_labels(data.labels, spec)
+    args, spec, data, train_idx, val_idx, labels = prepare_training(argv + job.get("extra_args", []), work)
     started = time.monotonic()
     milestones = milestones_callback(job["budget"], started)
     if recipe == "C":
@@ -178,7 +214,7 @@ def run_recipe(job: dict) -> dict:
 def run_worker(job_json: str) -> None:
     """Entry point of a worker process: run the job and print its result as the last line."""
     job = json.loads(job_json)
-    result = run_recipe(job)
+    result = run_plateau(job) if job.get("kind") == "plateau" else run_recipe(job)
     print("RESULT " + json.dumps(result))
 
 
@@ -404,6 +440,13 @@ def train_cli(data_dir: Path, test_dir: Path, work: Path, *extra: str) -> dict:
             "commit": current_commit()}
 
 
+def plateau_benchmark(train_dir: Path, work: Path, seeds: tuple[int, ...], epochs: int) -> dict:
+    """The first epochs of the default training with several seeds (split and weights): when CTC leaves its plateau."""
+    runs = [spawn({"kind": "plateau", "train_dir": str(train_dir), "seed": seed, "epochs": epochs,
+                   "work": str(work / f"seed_{seed}")}, work.with_name(f"{work.name}_{seed}.log")) for seed in seeds]
+    return {"train_dir": str(train_dir), "epochs": epochs, "runs": runs, "commit": current_commit()}
+
+
 def audit_benchmark(source: Path, work: Path, fraction: float, seed: int, extra: list[str]) -> dict:
     """Corrupt a fraction of the labels at random, audit the copy, and count corrupted files in the top 2%."""
     items = ocr_core.list_labelled_images(source)
@@ -439,12 +482,13 @@ def datasets_suite(args: argparse.Namespace, work: Path) -> dict:
     previous = json.loads((Path(args.out) / "results.json").read_text()).get("datasets", {}) \
         if (Path(args.out) / "results.json").exists() else {}
     results = dict(previous.get("results", {})) if args.only else {}
-    chosen = set(args.only.split(",")) if args.only else {"henan", "v2", "simple", "small", "audit"}
+    chosen = set(args.only.split(",")) if args.only else {"henan", "v2", "plateau", "simple", "small", "audit"}
     if args.quick:
         data = generate(work / "quick_train", 96, 0)
         test = generate(work / "quick_test", 32, TEST_SEED)
         results["quick"] = train_cli(data, test, work / "quick_cli", "--epochs", "1")
         results["quick_audit"] = audit_benchmark(data, work / "quick_audit", 0.05, 1, ["--folds", "2", "--epochs", "1"])
+        results["quick_plateau"] = plateau_benchmark(data, work / "quick_plateau", seeds=(1337,), epochs=1)
         return results
     if "henan" in chosen:
         train, test = split_folders(shared / "henan_uni_4digit", 0.8, work / "henan")
@@ -455,6 +499,10 @@ def datasets_suite(args: argparse.Namespace, work: Path) -> dict:
         train, test = split_folders(shared / "captcha_images_v2", 0.9, work / "v2")
         results["captcha_images_v2"] = train_cli(train, test, work / "v2")
         print("v2:", results["captcha_images_v2"], flush=True)
+    if "plateau" in chosen:
+        train, _ = split_folders(shared / "captcha_images_v2", 0.9, work / "v2")
+        results["plateau_v2"] = plateau_benchmark(train, work / "plateau", PLATEAU_SEEDS, epochs=4)
+        print("plateau:", results["plateau_v2"], flush=True)
     if "simple" in chosen:
         simple = shared / "simplecaptcha_6digit"
         results["simplecaptcha_6digit"] = train_cli(simple / "train", simple / "test", work / "simple")
@@ -562,6 +610,17 @@ def render_markdown(results: dict) -> str:
                 lines.append(f"\n- Label audit ({name}): {row['corrupted']} of {row['files']} labels corrupted at random; "
                              f"{row['corrupted_in_top_2pct']} of them ({percent(row['recall'])}) rank in the top 2% "
                              f"({row['top_2pct']} files); {row['seconds']:.0f} s; commit {row.get('commit', m.get('commit', '?'))}.")
+        for name, row in datasets["results"].items():
+            if "runs" in row:
+                epochs = range(1, row["epochs"] + 1)
+                lines += ["", f"Leaving the CTC loss plateau ({name}): the first {row['epochs']} epochs of the default "
+                          f"training on `{row['train_dir']}`, one run per seed (the seed picks the validation split and "
+                          f"the initial weights); commit {row['commit']}.", "",
+                          "| seed | " + " | ".join(f"val CER after epoch {e}" for e in epochs)
+                          + " | first epoch with val CER < 50% |", "|---" * (row["epochs"] + 2) + "|"]
+                for run in row["runs"]:
+                    lines.append(f"| {run['seed']} | " + " | ".join(percent(c) for c in run["val_cer_by_epoch"])
+                                 + f" | {run['first_epoch_val_cer_under_50pct'] or 'not within ' + str(row['epochs'])} |")
         lines.append("")
     runtimes = results.get("runtimes")
     if runtimes:
@@ -630,7 +689,7 @@ def main() -> int:
                         help="folder holding henan_uni_4digit, captcha_images_v2 and simplecaptcha_6digit")
     parser.add_argument("--budget", type=int, default=900, help="seconds of training per recipe")
     parser.add_argument("--audit-epochs", type=int, default=8, help="epochs per fold of the audit benchmark")
-    parser.add_argument("--only", help="datasets suite: comma-separated subset of henan,v2,simple,small,audit, "
+    parser.add_argument("--only", help="datasets suite: comma-separated subset of henan,v2,plateau,simple,small,audit, "
                                        "merged into the existing results")
     parser.add_argument("--out", default=str(ROOT / "benchmarks"), help="folder for results.json and RESULTS.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -19,9 +19,11 @@ def test_quick_benchmark_writes_results(tmp_path):
         assert row["peak_rss_mb"] > 0 and row["model_mb"] > 0
     assert results["recipes"]["cli"]["predict_test_png_s"] > 0
     assert results["datasets"]["results"]["quick_audit"]["corrupted"] == 5
+    assert len(results["datasets"]["results"]["quick_plateau"]["runs"][0]["val_cer_by_epoch"]) == 1
     runtimes = results["runtimes"]
     assert runtimes["lite_same_texts"] >= 31 and runtimes["savedmodel_same_texts"] >= 31
     assert runtimes["cli_lite_s"] > 0 and runtimes["lite_images_per_s"] > 0
     assert results["workers"]["two_workers_same_global_batch"]["seconds"] > 0
     markdown = (tmp_path / "RESULTS.md").read_text()
     assert "| C |" in markdown and "Label audit" in markdown and "light runtime" in markdown
+    assert "Leaving the CTC loss plateau" in markdown
