@@ -45,8 +45,6 @@ DEFAULT_EPOCHS = 15
 DEFAULT_PATIENCE = 5
 MIN_TRAINING_STEPS = 3000
 MAX_AUTO_EPOCHS = 300
-# The blank's starting logit, above every character's 0 (see build_model).
-INITIAL_BLANK_LOGIT = 2.0
 # Below this many training images, augmentation is on unless --no-augment says otherwise.
 AUGMENT_BELOW = 2000
 
@@ -204,29 +202,20 @@ def build_model(spec: ModelSpec, batch_norm: bool = True) -> keras.Model:
         x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal",
                           name=f"conv_{i}")(x)
         if batch_norm:
-            # Momentum 0.9: the moving statistics that validation reads settle within tens of
-            # steps; with Keras' 0.99 they lag for hundreds, and early validation scores are noise.
-            x = layers.BatchNormalization(momentum=0.9, name=f"norm_{i}")(x)
+            x = layers.BatchNormalization(name=f"norm_{i}")(x)
         x = layers.ReLU(name=f"relu_{i}")(x)
         x = layers.MaxPooling2D(pool, name=f"pool_{i}")(x)
     x = layers.Permute((2, 1, 3), name="columns_first")(x)  # (batch, width, height, channels)
     x = layers.Reshape((spec.time_steps, -1), name="column_features")(x)  # one feature vector per time step
     x = layers.Dense(96, activation="relu", name="projection")(x)
-    # Normalised column features, and no dropout on them: both shorten the CTC loss plateau
-    # (benchmarks/levers.md). The LSTMs keep their input dropout; augmentation does the rest.
-    columns = layers.LayerNormalization(name="column_norm")(x)
+    columns = layers.Dropout(0.2, name="dropout")(x)
     x = layers.Bidirectional(layers.LSTM(96, return_sequences=True, dropout=0.2), name="bilstm_1")(columns)
     x = layers.Bidirectional(layers.LSTM(64, return_sequences=True, dropout=0.2), name="bilstm_2")(x)
     # The logits also see each column's own features, not only the LSTMs' context: this direct
     # path lets CTC find the characters early instead of sitting on its loss plateau.
     x = layers.Concatenate(name="context_and_columns")([x, columns])
-    logits_layer = layers.Dense(spec.num_classes, name="logits")
-    outputs = ModelInfo(**spec.to_dict(), name="model_info")(logits_layer(x))
-    # Most CTC steps emit the blank: a network that starts out saying so skips the first,
-    # useless phase of training (benchmarks/levers.md).
-    bias = np.zeros(spec.num_classes, dtype="float32")
-    bias[ocr_core.BLANK_INDEX] = INITIAL_BLANK_LOGIT
-    logits_layer.bias.assign(bias)
+    logits = layers.Dense(spec.num_classes, name="logits")(x)
+    outputs = ModelInfo(**spec.to_dict(), name="model_info")(logits)
     return keras.Model(inputs, outputs, name="ocr_captcha")
 
 
@@ -235,8 +224,8 @@ def extend_model(base: keras.Model, spec: ModelSpec) -> keras.Model:
     model = build_model(spec)
     missing = sorted({layer.name for layer in model.layers} - {layer.name for layer in base.layers})
     if missing:
-        raise ModelLoadError(f"--init-from: the model lacks layers of today's architecture ({', '.join(missing)}); "
-                             "it was made by an older version: train from scratch instead")
+        raise ModelLoadError(f"--init-from: the model lacks layers of this version's network ({', '.join(missing)});"
+                             " it was made by another version: train from scratch instead")
     old_classes = model_info(base).spec.num_classes
     for layer in model.layers:
         old = base.get_layer(layer.name)
@@ -349,11 +338,9 @@ class CharacterErrorRate(keras.metrics.Metric):
 # ---------------------------------------------------------------------------
 
 
-def compile_model(model: keras.Model, learning_rate: float, total_steps: int, steps_per_epoch: int) -> None:
+def compile_model(model: keras.Model, learning_rate: float, total_steps: int) -> None:
     """Adam with a warm-up and cosine decay, CTC loss on logits (blank 0), and the reading metrics."""
-    # A short warm-up (at most one epoch): small datasets train for many short epochs, and a
-    # warm-up of 5% of all their steps would hold the learning rate low for the first five.
-    warmup = max(1, min(total_steps // 20, steps_per_epoch))
+    warmup = max(1, total_steps // 20)
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=learning_rate / 10,
         decay_steps=max(1, total_steps - warmup),
@@ -419,8 +406,7 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
     train_ds = batched(train_elements, global_batch, args.seed, augment, shuffle_buffer=min(max(1, n_train), 20000))
     val_ds = make_dataset(val_images, val_labels, global_batch) if len(val_images) else None
     with strategy.scope():
-        steps_per_epoch = int(np.ceil(n_train / global_batch))
-        compile_model(model, args.learning_rate, args.epochs * steps_per_epoch, steps_per_epoch)
+        compile_model(model, args.learning_rate, args.epochs * int(np.ceil(n_train / global_batch)))
     if ocr_distributed.is_multiworker(strategy):
         log = work / "training_log.csv" if ocr_distributed.is_chief(strategy) else None
         return ocr_distributed.fit_multiworker(strategy, model, train_ds, val_ds, args, global_batch, log)
@@ -622,7 +608,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"maximum number of epochs (default: {DEFAULT_EPOCHS}, or more for small datasets so "
                              f"that training takes at least {MIN_TRAINING_STEPS} steps)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per training step (default: %(default)s)")
-    parser.add_argument("--learning-rate", type=float, default=2e-3, help="peak learning rate (cosine schedule) (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (cosine schedule) (default: %(default)s)")
     parser.add_argument("--patience", type=positive_int, default=None,
                         help=f"epochs without a better val loss before stopping (default: {DEFAULT_PATIENCE}, "
                              "or an eighth of the epochs if more)")
