@@ -43,10 +43,17 @@ DEFAULT_MODEL = "model/ocr_captcha.keras"
 DEFAULT_IMG_HEIGHT = 48
 DEFAULT_EPOCHS = 15
 DEFAULT_PATIENCE = 5
-MIN_TRAINING_STEPS = 3000
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_LEARNING_RATE = 2e-3
+# Training sees at least this many images (3,000 steps of 32): small datasets get more epochs.
+MIN_TRAINING_IMAGES = 96_000
 MAX_AUTO_EPOCHS = 300
-# Below this many training images, augmentation is on unless --no-augment says otherwise.
-AUGMENT_BELOW = 2000
+# Below this many training images, unless flags say otherwise: augmentation on, and batches
+# of SMALL_DATA_BATCH_SIZE, whose extra optimizer steps per epoch shorten the CTC loss plateau.
+SMALL_DATA_BELOW = 2000
+SMALL_DATA_BATCH_SIZE = 16
+# The blank's starting logit, above every character's 0 (see build_model).
+INITIAL_BLANK_LOGIT = 2.0
 
 
 # ---------------------------------------------------------------------------
@@ -202,20 +209,29 @@ def build_model(spec: ModelSpec, batch_norm: bool = True) -> keras.Model:
         x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal",
                           name=f"conv_{i}")(x)
         if batch_norm:
-            x = layers.BatchNormalization(name=f"norm_{i}")(x)
+            # Momentum 0.9: the moving statistics that validation reads settle within tens of
+            # steps; with Keras' 0.99 they lag for hundreds, and early validation scores are noise.
+            x = layers.BatchNormalization(momentum=0.9, name=f"norm_{i}")(x)
         x = layers.ReLU(name=f"relu_{i}")(x)
         x = layers.MaxPooling2D(pool, name=f"pool_{i}")(x)
     x = layers.Permute((2, 1, 3), name="columns_first")(x)  # (batch, width, height, channels)
     x = layers.Reshape((spec.time_steps, -1), name="column_features")(x)  # one feature vector per time step
     x = layers.Dense(96, activation="relu", name="projection")(x)
+    # Normalised column features leave the CTC loss plateau sooner (benchmarks/levers.md).
+    x = layers.LayerNormalization(name="column_norm")(x)
     columns = layers.Dropout(0.2, name="dropout")(x)
     x = layers.Bidirectional(layers.LSTM(96, return_sequences=True, dropout=0.2), name="bilstm_1")(columns)
     x = layers.Bidirectional(layers.LSTM(64, return_sequences=True, dropout=0.2), name="bilstm_2")(x)
     # The logits also see each column's own features, not only the LSTMs' context: this direct
     # path lets CTC find the characters early instead of sitting on its loss plateau.
     x = layers.Concatenate(name="context_and_columns")([x, columns])
-    logits = layers.Dense(spec.num_classes, name="logits")(x)
-    outputs = ModelInfo(**spec.to_dict(), name="model_info")(logits)
+    logits_layer = layers.Dense(spec.num_classes, name="logits")
+    outputs = ModelInfo(**spec.to_dict(), name="model_info")(logits_layer(x))
+    # Most CTC steps emit the blank: a network that starts out saying so skips the first,
+    # useless phase of training (benchmarks/levers.md).
+    bias = np.zeros(spec.num_classes, dtype="float32")
+    bias[ocr_core.BLANK_INDEX] = INITIAL_BLANK_LOGIT
+    logits_layer.bias.assign(bias)
     return keras.Model(inputs, outputs, name="ocr_captcha")
 
 
@@ -338,9 +354,11 @@ class CharacterErrorRate(keras.metrics.Metric):
 # ---------------------------------------------------------------------------
 
 
-def compile_model(model: keras.Model, learning_rate: float, total_steps: int) -> None:
+def compile_model(model: keras.Model, learning_rate: float, total_steps: int, steps_per_epoch: int) -> None:
     """Adam with a warm-up and cosine decay, CTC loss on logits (blank 0), and the reading metrics."""
-    warmup = max(1, total_steps // 20)
+    # A short warm-up (5% of the steps, at most one epoch): small datasets train for many short
+    # epochs, and 5% of all their steps would hold the learning rate low for the first five.
+    warmup = max(1, min(total_steps // 20, steps_per_epoch))
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=learning_rate / 10,
         decay_steps=max(1, total_steps - warmup),
@@ -375,19 +393,25 @@ def load_labelled_folder(data_dir: str, model_path: Path, spec: ModelSpec | None
     return items, spec, data
 
 
-def training_length(args: argparse.Namespace, n_train: int, global_batch: int) -> argparse.Namespace:
-    """args with --epochs and --patience resolved: small datasets get more, shorter epochs.
+def training_plan(args: argparse.Namespace, n_train: int, replicas: int) -> argparse.Namespace:
+    """args with augmentation, batch size, epochs and patience resolved from the number of training images.
 
-    CTC training first sits on a loss plateau for a few hundred optimizer steps; 15 epochs
-    of a few hundred images are too few steps to leave it, so the default is 15 epochs or
-    as many as make MIN_TRAINING_STEPS steps, whichever is more.
+    CTC training first sits on a loss plateau that only optimizer steps end. Small datasets
+    therefore get batches of 16 (twice the steps per epoch) and as many epochs as make
+    MIN_TRAINING_IMAGES images seen, at least DEFAULT_EPOCHS; and augmentation against overfitting.
     """
-    steps_per_epoch = max(1, int(np.ceil(n_train / global_batch)))
-    epochs = args.epochs or max(DEFAULT_EPOCHS, min(MAX_AUTO_EPOCHS, int(np.ceil(MIN_TRAINING_STEPS / steps_per_epoch))))
+    small = n_train < SMALL_DATA_BELOW
+    augment = small if args.augment is None else args.augment
+    batch_size = args.batch_size or (SMALL_DATA_BATCH_SIZE if small else DEFAULT_BATCH_SIZE)
+    epochs = args.epochs or max(DEFAULT_EPOCHS, min(MAX_AUTO_EPOCHS, int(np.ceil(MIN_TRAINING_IMAGES / max(1, n_train)))))
     patience = args.patience or max(DEFAULT_PATIENCE, epochs // 8)
+    print(f"augmentation {'on' if augment else 'off'} ({n_train} training images"
+          f"{'' if args.augment is None else ', chosen by flag'}); global batch {batch_size * replicas}")
     if args.epochs is None:
+        steps_per_epoch = int(np.ceil(n_train / (batch_size * replicas)))
         print(f"training for up to {epochs} epochs of {steps_per_epoch} steps (patience {patience})")
-    return argparse.Namespace(**{**vars(args), "epochs": epochs, "patience": patience})
+    return argparse.Namespace(**{**vars(args), "augment": augment, "batch_size": batch_size, "epochs": epochs,
+                                 "patience": patience})
 
 
 def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_images: np.ndarray,
@@ -398,15 +422,14 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
     `train_elements` holds unbatched (image, label) pairs; the validation set is held in memory.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    augment = args.augment if args.augment is not None else n_train < AUGMENT_BELOW
-    print(f"augmentation {'on' if augment else 'off'} ({n_train} training images"
-          f"{'' if args.augment is None else ', chosen by flag'})")
+    args = training_plan(args, n_train, strategy.num_replicas_in_sync)
     global_batch = args.batch_size * strategy.num_replicas_in_sync
-    args = training_length(args, n_train, global_batch)
-    train_ds = batched(train_elements, global_batch, args.seed, augment, shuffle_buffer=min(max(1, n_train), 20000))
+    train_ds = batched(train_elements, global_batch, args.seed, args.augment,
+                       shuffle_buffer=min(max(1, n_train), 20000))
     val_ds = make_dataset(val_images, val_labels, global_batch) if len(val_images) else None
+    steps_per_epoch = int(np.ceil(n_train / global_batch))
     with strategy.scope():
-        compile_model(model, args.learning_rate, args.epochs * int(np.ceil(n_train / global_batch)))
+        compile_model(model, args.learning_rate, args.epochs * steps_per_epoch, steps_per_epoch)
     if ocr_distributed.is_multiworker(strategy):
         log = work / "training_log.csv" if ocr_distributed.is_chief(strategy) else None
         return ocr_distributed.fit_multiworker(strategy, model, train_ds, val_ds, args, global_batch, log)
@@ -492,8 +515,7 @@ def train(args: argparse.Namespace) -> int:
     with strategy.scope():
         model = build_model(data.spec) if base is None else extend_model(base, data.spec)
     print(f"training on {data.n_train} images, validating on {len(data.val_labels)} (seed {args.seed}); "
-          f"{ocr_distributed.task_description(strategy)}, {strategy.num_replicas_in_sync} replicas, "
-          f"global batch {args.batch_size * strategy.num_replicas_in_sync}")
+          f"{ocr_distributed.task_description(strategy)}, {strategy.num_replicas_in_sync} replicas")
 
     # Checkpoints and the log of a run in progress live in a folder keyed to its data and settings:
     # re-running the same command resumes there, and a different run never restores them.
@@ -606,9 +628,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init-from", metavar="MODEL", help="fine-tune this saved model instead of starting fresh")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help=f"maximum number of epochs (default: {DEFAULT_EPOCHS}, or more for small datasets so "
-                             f"that training takes at least {MIN_TRAINING_STEPS} steps)")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per training step (default: %(default)s)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate (cosine schedule) (default: %(default)s)")
+                             f"that training sees at least {MIN_TRAINING_IMAGES:,} images)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help=f"images per training step and replica (default: {DEFAULT_BATCH_SIZE}, "
+                             f"{SMALL_DATA_BATCH_SIZE} below {SMALL_DATA_BELOW:,} training images)")
+    parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE,
+                        help="peak learning rate (cosine schedule) (default: %(default)s)")
     parser.add_argument("--patience", type=positive_int, default=None,
                         help=f"epochs without a better val loss before stopping (default: {DEFAULT_PATIENCE}, "
                              "or an eighth of the epochs if more)")
@@ -618,7 +643,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--img-width", type=positive_int, default=None,
                         help="model input width (default: from the median aspect ratio of the data)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                        help=f"random distortions of training images (default: on below {AUGMENT_BELOW} of them)")
+                        help=f"random distortions of training images (default: on below {SMALL_DATA_BELOW:,} of them)")
     parser.add_argument("--restart", action="store_true", help="ignore the backup of an interrupted run")
     parser.add_argument("--strategy", choices=("auto", "mirrored", "multiworker"), default="auto",
                         help="tf.distribute strategy; multiworker reads TF_CONFIG (default: %(default)s)")

@@ -118,6 +118,18 @@ def test_augmentation_default_and_flags(tiny_data, tmp_path, capsys, flag, expec
     assert expected in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("n_train, flags, expected", [
+    (1999, [], (True, 16, 49, 6)),  # small data: augmented, batches of 16, epochs enough for 96,000 images
+    (2000, [], (False, 32, 48, 6)),
+    (7200, [], (False, 32, 15, 5)),
+    (300, ["--batch-size", "64", "--no-augment", "--epochs", "3", "--patience", "2"], (False, 64, 3, 2)),
+])
+def test_training_plan_follows_the_data_size_unless_flags_say_otherwise(n_train, flags, expected, capsys):
+    plan = ocr_captcha.training_plan(ocr_captcha.parse_args(flags), n_train, replicas=1)
+    assert (plan.augment, plan.batch_size, plan.epochs, plan.patience) == expected
+    assert f"global batch {expected[1]}" in capsys.readouterr().out
+
+
 def test_augmentation_keeps_shape_and_range():
     images = np.random.default_rng(0).random((8, 48, 128), dtype=np.float32)
     labels = np.ones((8, 4), np.int32)

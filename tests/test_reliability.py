@@ -223,7 +223,7 @@ def test_restart_ignores_backup(tiny_data, tmp_path):
 def test_backup_killed_during_first_save_starts_over(tmp_path, capsys):
     spec = ocr_core.ModelSpec("01", 16, 16, 2)
     model = ocr_captcha.build_model(spec)
-    ocr_captcha.compile_model(model, 1e-3, 10)
+    ocr_captcha.compile_model(model, 1e-3, 10, 5)
     backup = tmp_path / "backup"
     backup.mkdir()
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n half written")
