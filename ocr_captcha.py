@@ -399,12 +399,14 @@ def training_plan(args: argparse.Namespace, n_train: int, replicas: int) -> argp
     CTC training first sits on a loss plateau that only optimizer steps end. Small datasets
     therefore get batches of 16 (twice the steps per epoch) and as many epochs as make
     MIN_TRAINING_IMAGES images seen, at least DEFAULT_EPOCHS; and augmentation against overfitting.
+    Their validation sets are small and their validation loss is noisy, so early stopping
+    waits a quarter of the planned epochs (benchmarks/levers.md).
     """
     small = n_train < SMALL_DATA_BELOW
     augment = small if args.augment is None else args.augment
     batch_size = args.batch_size or (SMALL_DATA_BATCH_SIZE if small else DEFAULT_BATCH_SIZE)
     epochs = args.epochs or max(DEFAULT_EPOCHS, min(MAX_AUTO_EPOCHS, int(np.ceil(MIN_TRAINING_IMAGES / max(1, n_train)))))
-    patience = args.patience or max(DEFAULT_PATIENCE, epochs // 8)
+    patience = args.patience or max(DEFAULT_PATIENCE, epochs // 4)
     print(f"augmentation {'on' if augment else 'off'} ({n_train} training images"
           f"{'' if args.augment is None else ', chosen by flag'}); global batch {batch_size * replicas}")
     if args.epochs is None:
@@ -636,7 +638,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="peak learning rate (cosine schedule) (default: %(default)s)")
     parser.add_argument("--patience", type=positive_int, default=None,
                         help=f"epochs without a better val loss before stopping (default: {DEFAULT_PATIENCE}, "
-                             "or an eighth of the epochs if more)")
+                             "or a quarter of the epochs if more)")
     parser.add_argument("--seed", type=int, default=1337, help="seed for the split, shuffling and weights (default: %(default)s)")
     parser.add_argument("--val-split", type=fraction, default=0.1, help="fraction of images held out for validation (default: %(default)s)")
     parser.add_argument("--img-height", type=positive_int, default=DEFAULT_IMG_HEIGHT, help="model input height (default: %(default)s)")
