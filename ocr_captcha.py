@@ -504,10 +504,18 @@ def train(args: argparse.Namespace) -> int:
     """Train on a labelled folder (or TFRecord shards) and save the model, its split, log and plots."""
     strategy = ocr_distributed.make_strategy(args.strategy)  # before any other TensorFlow work
     chief = ocr_distributed.is_chief(strategy)
+    if not chief:
+        return train_and_save(args, strategy, chief)
+    ocr_storage.check_writable(Path(args.model).parent)
+    # Two runs writing one model would corrupt each other's backups: the second one stops here.
+    with ocr_storage.exclusive_training(Path(args.model)):
+        return train_and_save(args, strategy, chief)
+
+
+def train_and_save(args: argparse.Namespace, strategy: tf.distribute.Strategy, chief: bool) -> int:
+    """Build or extend the model, fit it and (on the chief) save it with everything beside it."""
     keras.utils.set_random_seed(args.seed)
     model_path = Path(args.model)
-    if chief:
-        ocr_storage.check_writable(model_path.parent)
     base = load_reader(args.init_from).model if args.init_from else None
     base_spec = model_info(base).spec if base is not None else None
     if ocr_records.is_record_folder(args.data_dir):

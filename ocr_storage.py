@@ -7,6 +7,7 @@ scratch folder beside the model, keyed to the run's data and settings.
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -66,6 +67,32 @@ def check_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as error:
         raise DatasetError(f"{folder}: cannot write the model there ({error.strerror})") from None
+
+
+@contextlib.contextmanager
+def exclusive_training(model_path: Path):
+    """Hold a lock beside the model while training: a second run on the same model fails at once.
+
+    The operating system releases the lock when the process ends, however it ends, so a
+    killed run never leaves a stale lock behind.
+    """
+    handle = open(model_path.with_name(f".{model_path.name}.lock"), "a")  # noqa: SIM115 - held until the end
+    try:
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DatasetError(f"{model_path}: another training run is writing this model; wait for it to "
+                               "finish or give this one another --model") from None
+        yield
+    finally:
+        handle.close()
 
 
 def write_atomically(path: Path, write) -> None:

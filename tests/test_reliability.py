@@ -233,3 +233,14 @@ def test_backup_killed_during_first_save_starts_over(tmp_path, capsys):
                         callbacks=[ocr_storage.ResumableBackup(str(backup), double_checkpoint=True)])
     assert len(history.history["loss"]) == 2
     assert "unreadable" in capsys.readouterr().err
+
+
+def test_second_training_on_the_same_model_stops_at_once(tiny_data, tmp_path, capsys):
+    model_path = tmp_path / "out" / "m.keras"
+    model_path.parent.mkdir()
+    with ocr_storage.exclusive_training(model_path):  # stands for a run in progress
+        assert train(tmp_path, tiny_data) == 1
+    assert "another training run is writing" in one_error_line(capsys)
+    assert not model_path.exists()
+    assert train(tmp_path, tiny_data) == 0  # the lock goes with the run that held it
+    assert model_path.exists()
