@@ -4,6 +4,7 @@ import json
 import random
 import shutil
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -137,6 +138,20 @@ def test_augmentation_keeps_shape_and_range():
     assert batch.shape == (8, 48, 128)
     assert float(batch.numpy().min()) >= 0.0 and float(batch.numpy().max()) <= 1.0
     assert not np.allclose(np.sort(batch.numpy().ravel()), np.sort(images.ravel()))
+
+
+def test_augmented_epochs_repeat_exactly_under_one_seed():
+    images = np.random.default_rng(0).random((64, 48, 128), dtype=np.float32)
+    labels = np.ones((64, 4), np.int32)
+
+    def two_epochs() -> np.ndarray:
+        keras.utils.set_random_seed(5)
+        dataset = ocr_captcha.make_dataset(images, labels, 8, shuffle_seed=5, augment=True)
+        return np.concatenate([batch.numpy() for _ in range(2) for batch, _ in dataset])
+
+    first, second = two_epochs(), two_epochs()
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first[:64], first[64:]), "each epoch draws new distortions"
 
 
 def test_geometry_flags_and_inference(tiny_data):
