@@ -9,7 +9,8 @@ infers the charset and the longest label, trains the network with CTC loss, and
 saves one `.keras` file that carries everything needed to read new captchas
 (`predict_example.py` shows how).
 
-The file reads top to bottom: data, model, metrics, training, inference.
+The file reads top to bottom: data, model, training, inference. The reading metrics shown
+every epoch (whole-code accuracy, character error rate) live in `ocr_metrics.py`.
 """
 
 import argparse
@@ -35,6 +36,7 @@ with ocr_core.silenced_stderr():  # TensorFlow's C++ start-up messages ignore TF
     from keras import layers
 
 import ocr_distributed  # noqa: E402 - these import TensorFlow: after the quiet import above
+import ocr_metrics  # noqa: E402
 import ocr_records  # noqa: E402
 import ocr_storage  # noqa: E402
 
@@ -295,64 +297,6 @@ def model_info(model: keras.Model) -> ModelInfo:
 
 
 # ---------------------------------------------------------------------------
-# Metrics: whole-code accuracy and character error rate, shown every epoch
-# ---------------------------------------------------------------------------
-
-
-def greedy_edit_distances(y_true, logits):
-    """Per-image edit distance between the greedy CTC reading and the label, and the label lengths."""
-    batch = tf.shape(logits)[0]
-    steps = tf.fill([batch], tf.shape(logits)[1])
-    decoded, _ = tf.nn.ctc_greedy_decoder(
-        tf.transpose(logits, [1, 0, 2]), steps, merge_repeated=True, blank_index=ocr_core.BLANK_INDEX
-    )
-    truth = tf.sparse.from_dense(tf.cast(y_true, tf.int64))  # padding is the blank, 0, so it drops out
-    distances = tf.edit_distance(tf.cast(decoded[0], tf.int64), truth, normalize=False)
-    lengths = tf.reduce_sum(tf.cast(tf.not_equal(y_true, ocr_core.BLANK_INDEX), tf.float32), axis=-1)
-    return distances, lengths
-
-
-@keras.saving.register_keras_serializable(package="ocr_captcha")
-class SequenceAccuracy(keras.metrics.Metric):
-    """Fraction of images whose whole code is read right."""
-
-    def __init__(self, name="seq_acc", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.right = self.add_variable(shape=(), initializer="zeros", name="right")
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        """Add one batch."""
-        distances, _ = greedy_edit_distances(y_true, y_pred)
-        self.right.assign_add(tf.reduce_sum(tf.cast(distances == 0, tf.float32)))
-        self.total.assign_add(tf.cast(tf.size(distances), tf.float32))
-
-    def result(self):
-        """Accuracy so far."""
-        return tf.math.divide_no_nan(self.right, self.total)
-
-
-@keras.saving.register_keras_serializable(package="ocr_captcha")
-class CharacterErrorRate(keras.metrics.Metric):
-    """Edit distance of the greedy readings divided by the number of label characters."""
-
-    def __init__(self, name="cer", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.errors = self.add_variable(shape=(), initializer="zeros", name="errors")
-        self.chars = self.add_variable(shape=(), initializer="zeros", name="chars")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        """Add one batch."""
-        distances, lengths = greedy_edit_distances(y_true, y_pred)
-        self.errors.assign_add(tf.reduce_sum(distances))
-        self.chars.assign_add(tf.reduce_sum(lengths))
-
-    def result(self):
-        """Error rate so far."""
-        return tf.math.divide_no_nan(self.errors, self.chars)
-
-
-# ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
 
@@ -372,7 +316,7 @@ def compile_model(model: keras.Model, learning_rate: float, total_steps: int, st
     model.compile(
         optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0),
         loss=keras.losses.CTC(),
-        metrics=[SequenceAccuracy(), CharacterErrorRate()],
+        metrics=[ocr_metrics.SequenceAccuracy(), ocr_metrics.CharacterErrorRate()],
         jit_compile=False,
     )
 

@@ -62,11 +62,11 @@ def fit_multiworker(strategy, model, train_ds, val_ds, args, global_batch: int, 
     """fit() for MultiWorkerMirroredStrategy: train, validate, log, stop early; returns the history."""
     import keras
 
-    import ocr_captcha  # the reading metrics live beside the model
+    import ocr_metrics
 
     per_example_loss = keras.losses.CTC(reduction=None)
     with strategy.scope():
-        tracked = {"seq_acc": ocr_captcha.SequenceAccuracy(), "cer": ocr_captcha.CharacterErrorRate()}
+        tracked = {"seq_acc": ocr_metrics.SequenceAccuracy(), "cer": ocr_metrics.CharacterErrorRate()}
 
     def step(images, labels, training: bool):
         with tf.GradientTape() as tape:

@@ -157,6 +157,7 @@ def run_recipe(job: dict) -> dict:
     import tensorflow as tf
 
     import ocr_captcha
+    import ocr_metrics
     import ocr_storage
 
     recipe, work = job["recipe"], Path(job["work"])
@@ -175,7 +176,7 @@ def run_recipe(job: dict) -> dict:
     else:
         model = build_keras_example(spec, batch_norm=recipe == "B")
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.CTC(),
-                      metrics=[ocr_captcha.SequenceAccuracy(), ocr_captcha.CharacterErrorRate()])
+                      metrics=[ocr_metrics.SequenceAccuracy(), ocr_metrics.CharacterErrorRate()])
         shuffle_seed = args.seed if recipe == "B" else None
         train_ds = ocr_captcha.make_dataset(data.images[train_idx], labels[train_idx], 16, shuffle_seed)
         val_ds = ocr_captcha.make_dataset(data.images[val_idx], labels[val_idx], 16)

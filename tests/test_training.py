@@ -8,6 +8,7 @@ import pytest
 
 import ocr_captcha
 import ocr_core
+import ocr_metrics
 from ocr_core import DatasetError, ModelSpec
 
 
@@ -27,7 +28,7 @@ def test_blank_is_index_zero_in_loss_metrics_and_decoding():
     logits = logits_for_path([2, 0, 2, 3, 3, 4, 0, 0], 11)[None]
     assert float(keras.losses.CTC()(y_true, logits)) < 0.01
     assert ocr_core.greedy_decode(ocr_core.softmax(logits), charset)[0][0] == "1123"
-    distances, lengths = ocr_captcha.greedy_edit_distances(y_true, logits)
+    distances, lengths = ocr_metrics.greedy_edit_distances(y_true, logits)
     assert distances.numpy().tolist() == [0.0] and lengths.numpy().tolist() == [4.0]
     # The same path read with the blank as the last class would be a different label: the loss says so.
     moved = np.roll(logits, -1, axis=-1)
@@ -39,7 +40,7 @@ def test_metrics_count_whole_codes_and_characters():
     y_true = ocr_captcha.encode_labels(["1234", "5678"], spec)
     logits = np.stack([logits_for_path([2, 3, 4, 5, 0, 0, 0, 0], 11),
                        logits_for_path([6, 7, 0, 9, 0, 0, 0, 0], 11)])  # "568": one deletion
-    accuracy, cer = ocr_captcha.SequenceAccuracy(), ocr_captcha.CharacterErrorRate()
+    accuracy, cer = ocr_metrics.SequenceAccuracy(), ocr_metrics.CharacterErrorRate()
     accuracy.update_state(y_true, logits)
     cer.update_state(y_true, logits)
     assert float(accuracy.result()) == 0.5
@@ -121,7 +122,7 @@ def test_in_graph_metric_decoding_matches_numpy_decoding():
     logits = np.random.default_rng(0).normal(0, 3, (200, 10, 4)).astype(np.float32)
     texts = [text for text, _ in ocr_core.greedy_decode(ocr_core.softmax(logits), charset)]
     readable = [i for i, t in enumerate(texts) if t]  # an empty label has no characters to encode
-    distances, _ = ocr_captcha.greedy_edit_distances(ocr_captcha.encode_labels([texts[i] for i in readable], spec),
+    distances, _ = ocr_metrics.greedy_edit_distances(ocr_captcha.encode_labels([texts[i] for i in readable], spec),
                                                      logits[readable])
     assert len(readable) > 150 and distances.numpy().max() == 0
 
