@@ -144,3 +144,24 @@ def test_models_of_other_architectures_are_read_unfolded(tmp_path):
     x = ocr_captcha.ModelInfo(**spec.to_dict())(keras.layers.Dense(spec.num_classes)(x))
     other = keras.Model(inputs, x)
     assert ocr_captcha.Reader(other).inference_model is other
+
+
+def test_training_keeps_the_moving_average_of_the_weights(tmp_path):
+    spec = ModelSpec("0123456789", 48, 128, 4)
+    rng = np.random.default_rng(0)
+    images = rng.random((48, 48, 128), dtype=np.float32)
+    labels = ocr_captcha.encode_labels(["".join(rng.choice(list("0123456789"), 4)) for _ in range(48)], spec)
+    last_step = {}
+
+    class LastStepWeights(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            last_step["weights"] = [w.numpy().copy() for w in self.model.trainable_weights]
+
+    model = ocr_captcha.build_model(spec)
+    elements = ocr_captcha.tf.data.Dataset.from_tensor_slices((images[:32], labels[:32]))
+    args = ocr_captcha.parse_args(["--epochs", "1", "--batch-size", "4", "--verbose", "0"])
+    ocr_captcha.fit(model, elements, 32, images[32:], labels[32:], args, tmp_path, [LastStepWeights()])
+    kept = [w.numpy() for w in model.trainable_weights]
+    assert any(not np.allclose(a, b) for a, b in zip(kept, last_step["weights"])), \
+        "after one epoch the model should hold the average, not the last step's weights"
+    assert model.optimizer.ema_momentum == 0.9  # a quarter of 8 steps per epoch, at the lower bound
