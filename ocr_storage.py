@@ -71,12 +71,13 @@ def check_writable(folder: Path) -> None:
 
 @contextlib.contextmanager
 def exclusive_training(model_path: Path):
-    """Hold a lock beside the model while training: a second run on the same model fails at once.
+    """Hold a lock in the run's scratch folder while training: a second run on the same model fails at once.
 
     The operating system releases the lock when the process ends, however it ends, so a
-    killed run never leaves a stale lock behind.
+    killed run never leaves a stale lock behind; a finished run removes the folder with it.
     """
-    handle = open(model_path.with_name(f".{model_path.name}.lock"), "a")  # noqa: SIM115 - held until the end
+    scratch_dir(model_path).mkdir(parents=True, exist_ok=True)
+    handle = open(scratch_dir(model_path) / "lock", "a")  # noqa: SIM115 - held until the run ends
     try:
         try:
             if os.name == "nt":
