@@ -301,7 +301,8 @@ def model_info(model: keras.Model) -> ModelInfo:
 # ---------------------------------------------------------------------------
 
 
-def compile_model(model: keras.Model, learning_rate: float, total_steps: int, steps_per_epoch: int) -> None:
+def compile_model(model: keras.Model, learning_rate: float, total_steps: int, steps_per_epoch: int,
+                  average_weights: bool = True) -> None:
     """Adam (warm-up, cosine decay, weight averaging), CTC loss on logits (blank 0), the reading metrics."""
     # A short warm-up (5% of the steps, at most one epoch): small datasets train for many short
     # epochs, and 5% of all their steps would hold the learning rate low for the first five.
@@ -316,10 +317,11 @@ def compile_model(model: keras.Model, learning_rate: float, total_steps: int, st
     # Weight averaging: validation, early stopping and the saved model use a moving average of the
     # weights over about the last quarter of an epoch. It reads more fresh captchas right (99.9%
     # against 99.6% on the shipped family), and a window this short barely delays the CTC loss
-    # plateau's end on small datasets (benchmarks/levers.md).
+    # plateau's end on small datasets (benchmarks/levers.md). The multi-worker loop has no
+    # callback to swap the average in, so it trains without one.
     ema_momentum = min(0.99, max(0.9, 1 - 4 / steps_per_epoch))
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0, use_ema=True, ema_momentum=ema_momentum),
+        optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0, use_ema=average_weights, ema_momentum=ema_momentum),
         loss=keras.losses.CTC(),
         metrics=[ocr_metrics.SequenceAccuracy(), ocr_metrics.CharacterErrorRate()],
         jit_compile=False,
@@ -383,7 +385,8 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
     val_ds = make_dataset(val_images, val_labels, global_batch) if len(val_images) else None
     steps_per_epoch = int(np.ceil(n_train / global_batch))
     with strategy.scope():
-        compile_model(model, args.learning_rate, args.epochs * steps_per_epoch, steps_per_epoch)
+        compile_model(model, args.learning_rate, args.epochs * steps_per_epoch, steps_per_epoch,
+                      average_weights=not ocr_distributed.is_multiworker(strategy))
     if ocr_distributed.is_multiworker(strategy):
         log = work / "training_log.csv" if ocr_distributed.is_chief(strategy) else None
         return ocr_distributed.fit_multiworker(strategy, model, train_ds, val_ds, args, global_batch, log)
