@@ -20,11 +20,13 @@ from typing import Sequence
 
 import numpy as np
 
-import ocr_core
-import ocr_lite
-from ocr_core import DatasetError, ImageReadError, ModelLoadError
+from captcha_reader.base import DatasetError, ImageReadError, UserError
+from captcha_reader.images import read_image
+from captcha_reader.labels import list_images
+from captcha_reader.readers import RUNTIMES, open_reader
+from captcha_reader.reading import BaseReader
+from captcha_reader.settings import DEFAULT_MODEL
 
-DEFAULT_MODEL = "model/ocr_captcha.keras"
 DEFAULT_IMAGE = "test.png"
 
 
@@ -36,7 +38,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model file (default: {DEFAULT_MODEL})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--info", action="store_true", help="print what the model was trained for and exit")
-    parser.add_argument("--runtime", choices=("auto", "keras", "lite"), default="auto",
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help="keras: TensorFlow; lite: an ONNX export through onnxruntime, without TensorFlow; "
                              "auto (default): lite for an ONNX --model, else keras")
     return parser.parse_args(argv)
@@ -47,25 +49,16 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], bool]:
     paths: list[str] = []
     for item in inputs:
         if Path(item).is_dir():
-            paths.extend(str(Path(item) / p.name) for p in ocr_core.list_images(item))
+            paths.extend(str(Path(item) / p.name) for p in list_images(item))
         else:
             paths.append(item)
     many = len(inputs) > 1 or any(Path(item).is_dir() for item in inputs)
     return paths, many
 
 
-def load_reader(model: str, runtime: str):
-    """A reader for the model file, on the runtime asked for (see --runtime)."""
-    if runtime == "lite" or (runtime == "auto" and ocr_lite.is_lite_model(model)):
-        return ocr_lite.load_lite_reader(model)
-    import ocr_captcha  # imports TensorFlow, which takes seconds: only when the Keras runtime is needed
-
-    return ocr_captcha.load_reader(model)
-
-
-def print_info(reader, as_json: bool) -> None:
+def print_info(reader: BaseReader, as_json: bool) -> None:
     """Print the model's charset, geometry, longest label, validation scores and format version."""
-    info = {**reader.spec.to_dict(), "validation": reader.validation, "format_version": reader.format_version}
+    info = reader.info()
     if as_json:
         print(json.dumps(info))
         return
@@ -73,12 +66,12 @@ def print_info(reader, as_json: bool) -> None:
         print(f"{key}: {value}")
 
 
-def read_all(reader, paths: list[str]) -> dict[str, object]:
+def read_all(reader: BaseReader, paths: list[str]) -> dict[str, object]:
     """A reading or an error message for every path, images read in one batch."""
     arrays, results = {}, {}
     for path in paths:
         try:
-            arrays[path] = ocr_core.read_image(path, reader.spec.height, reader.spec.width)
+            arrays[path] = read_image(path, reader.spec.height, reader.spec.width)
         except ImageReadError as error:
             results[path] = str(error)
     readings = reader.read_arrays(np.stack(list(arrays.values()))) if arrays else []
@@ -111,8 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths, many = ([], False) if args.info else expand_inputs(args.inputs)
         if args.inputs == [DEFAULT_IMAGE] and not args.info and not Path(DEFAULT_IMAGE).exists():
             raise DatasetError(f"{DEFAULT_IMAGE}: no such file; pass an image path or run from the project folder")
-        reader = load_reader(args.model, args.runtime)
-    except (DatasetError, ModelLoadError) as error:
+        reader = open_reader(args.model, args.runtime)
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.info:

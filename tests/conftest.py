@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import make_captchas  # noqa: E402
+
 import ocr_captcha  # noqa: E402
+from captcha_reader.readers import open_reader  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -33,4 +35,4 @@ def trained_model(tiny_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def reader(trained_model):
     """The tiny model loaded back as a Reader."""
-    return ocr_captcha.load_reader(trained_model)
+    return open_reader(trained_model)

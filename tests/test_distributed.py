@@ -2,20 +2,15 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
-import ocr_captcha
-import ocr_distributed
 from conftest import ROOT
+from helpers import free_port
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+import ocr_captcha
+from captcha_reader.distributed import is_chief, is_multiworker, make_strategy
+from captcha_reader.readers import open_reader
 
 
 def test_two_local_workers_train_one_model(tiny_data, tmp_path):
@@ -35,14 +30,14 @@ def test_two_local_workers_train_one_model(tiny_data, tmp_path):
     assert sorted(p.name for p in model.parent.iterdir()) == [
         "learning_curve.png", "m.keras", "model_structure.png", "sample_predictions.png", "split.json",
         "training_log.csv"]
-    reader = ocr_captcha.load_reader(model)
+    reader = open_reader(model)
     assert len(reader.read(sorted(tiny_data.iterdir())[:4])) == 4
 
 
 def test_auto_strategy_without_gpus_is_the_default_one():
-    strategy = ocr_distributed.make_strategy("auto")
-    assert strategy.num_replicas_in_sync == 1 and ocr_distributed.is_chief(strategy)
-    assert not ocr_distributed.is_multiworker(strategy)
+    strategy = make_strategy("auto")
+    assert strategy.num_replicas_in_sync == 1 and is_chief(strategy)
+    assert not is_multiworker(strategy)
 
 
 def test_multiworker_without_tf_config_is_a_clear_error(tiny_data, tmp_path, capsys, monkeypatch):

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import ocr_core
-from ocr_core import ImageReadError
+from captcha_reader.base import ImageReadError
+from captcha_reader.images import read_image
 
 CI_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2000"))
 DEEP_EXAMPLES = 20_000
@@ -57,7 +57,7 @@ def hostile_bytes(draw):
 def check_reader(data: bytes) -> None:
     """The property: a float32 array in [0, 1] of the asked shape, or ImageReadError."""
     try:
-        array = ocr_core.read_image(data, 24, 64)
+        array = read_image(data, 24, 64)
     except ImageReadError as error:
         assert str(error)
         return
@@ -76,7 +76,7 @@ def test_reader_never_raises_anything_else(data):
 def test_reader_handles_every_mode_and_size(mode, width, height):
     image = Image.new("L", (width, height), 128).convert(mode) if mode not in ("I;16", "I", "F") else Image.new(
         mode, (width, height))
-    array = ocr_core.read_image(image, 24, 64)
+    array = read_image(image, 24, 64)
     assert array.shape == (24, 64)
 
 

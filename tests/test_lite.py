@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import ocr_captcha
-import ocr_lite
-from conftest import ROOT
-from ocr_core import ModelLoadError
+from captcha_reader.base import ModelLoadError
+from captcha_reader.lite import is_lite_model, load_lite_reader
 
 
 @pytest.fixture(scope="session")
@@ -23,14 +23,14 @@ def lite_model(trained_model, tmp_path_factory):
 
 def test_export_is_one_file_with_spec_and_scores(lite_model, reader):
     assert [p.name for p in lite_model.parent.iterdir()] == ["tiny.onnx"]
-    lite = ocr_lite.load_lite_reader(lite_model)
+    lite = load_lite_reader(lite_model)
     assert lite.spec == reader.spec
     assert lite.validation == reader.validation and lite.format_version == reader.format_version
 
 
 def test_lite_reads_like_keras(lite_model, reader, tiny_data):
     paths = sorted(tiny_data.iterdir())
-    lite = ocr_lite.load_lite_reader(lite_model)
+    lite = load_lite_reader(lite_model)
     batch = reader.preprocess(paths)
     assert np.allclose(lite.logits(batch), reader.logits(batch), atol=1e-4)
     ours, theirs = lite.read(paths), reader.read(paths)
@@ -50,18 +50,18 @@ def test_predict_cli_on_lite_model_never_imports_tensorflow(lite_model, tiny_dat
 
 
 def test_runtime_choice_by_suffix_and_magic(tmp_path, trained_model, lite_model):
-    assert ocr_lite.is_lite_model(lite_model) and not ocr_lite.is_lite_model(trained_model)
+    assert is_lite_model(lite_model) and not is_lite_model(trained_model)
     renamed = tmp_path / "model.bin"
     renamed.write_bytes(lite_model.read_bytes())
-    assert ocr_lite.is_lite_model(renamed)
+    assert is_lite_model(renamed)
     renamed.write_bytes(trained_model.read_bytes())
-    assert not ocr_lite.is_lite_model(renamed)
+    assert not is_lite_model(renamed)
 
 
 def test_corrupt_onnx_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07 not really onnx")
     with pytest.raises(ModelLoadError, match="not a usable ocr_captcha ONNX model"):
-        ocr_lite.load_lite_reader(bad)
+        load_lite_reader(bad)
     with pytest.raises(ModelLoadError, match="train one first"):
-        ocr_lite.load_lite_reader(tmp_path / "missing.onnx")
+        load_lite_reader(tmp_path / "missing.onnx")

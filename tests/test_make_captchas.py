@@ -1,7 +1,9 @@
 """tools/make_captchas.py: seeded, extendable, unique labels."""
 
 import make_captchas
-import ocr_core
+
+from captcha_reader.images import image_size
+from captcha_reader.labels import label_from_filename
 
 
 def generate(folder, *args):
@@ -34,13 +36,13 @@ def test_labels_unique_while_possible_then_suffixed(tmp_path):
     stems = [n.removesuffix(".png") for n in names]
     assert sorted(s for s in stems if "_" not in s) == ["a", "b"]
     assert len([s for s in stems if "_" in s]) == 3
-    assert {ocr_core.label_from_filename(n) for n in names} == {"a", "b"}
+    assert {label_from_filename(n) for n in names} == {"a", "b"}
 
 
 def test_variable_length_and_geometry(tmp_path):
     names = generate(tmp_path / "a", "--count", "30", "--seed", "2", "--length", "4-6",
                      "--charset", "xyz123", "--width", "200", "--height", "50")
-    lengths = {len(ocr_core.label_from_filename(n)) for n in names}
+    lengths = {len(label_from_filename(n)) for n in names}
     assert lengths == {4, 5, 6}
-    assert all(set(ocr_core.label_from_filename(n)) <= set("xyz123") for n in names)
-    assert ocr_core.image_size(tmp_path / "a" / next(iter(names))) == (200, 50)
+    assert all(set(label_from_filename(n)) <= set("xyz123") for n in names)
+    assert image_size(tmp_path / "a" / next(iter(names))) == (200, 50)

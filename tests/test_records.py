@@ -4,12 +4,14 @@ import json
 import shutil
 
 import numpy as np
+import pack_tfrecords
 import tensorflow as tf
 
 import ocr_captcha
-import ocr_core
-import ocr_records
-import pack_tfrecords
+from captcha_reader.images import read_image
+from captcha_reader.labels import decode_indices, label_from_filename
+from captcha_reader.readers import open_reader
+from captcha_reader.records import examples, in_validation, spec_for
 
 
 def test_pack_then_train_from_shards(tiny_data, tmp_path, capsys):
@@ -23,13 +25,13 @@ def test_pack_then_train_from_shards(tiny_data, tmp_path, capsys):
     assert meta["count"] == 64 and meta["charset"] == "0123456789" and len(meta["bad_files"]) == 1
     assert (meta["height"], meta["width"]) == (48, 128)
 
-    spec = ocr_records.spec_for(meta, 48, None)
-    records = list(ocr_records.examples(str(shards), spec))
+    spec = spec_for(meta, 48, None)
+    records = list(examples(str(shards), spec))
     assert len(records) == 64
     image, label, path = records[0]
     name = path.numpy().decode()
-    assert ocr_core.decode_indices(label.numpy(), spec.charset) == ocr_core.label_from_filename(name)
-    expected = ocr_core.read_image(tiny_data / name, 48, 128)
+    assert decode_indices(label.numpy(), spec.charset) == label_from_filename(name)
+    expected = read_image(tiny_data / name, 48, 128)
     assert np.abs(image.numpy() - expected).max() <= 2.5 / 255  # Pillow and TensorFlow resize alike to a level or two
 
     model = tmp_path / "m.keras"
@@ -38,12 +40,12 @@ def test_pack_then_train_from_shards(tiny_data, tmp_path, capsys):
     assert "64 images in 3 shards" in out
     split = json.loads((tmp_path / "split.json").read_text())
     assert 0 < len(split["validation"]) < 20
-    assert ocr_captcha.load_reader(model).spec == spec
+    assert open_reader(model).spec == spec
 
 
 def test_split_by_name_is_deterministic():
     paths = tf.constant([f"{i:04d}.png" for i in range(2000)])
-    held = ocr_records.in_validation(paths, 0.1, 1337).numpy()
-    assert np.array_equal(held, ocr_records.in_validation(paths, 0.1, 1337).numpy())
+    held = in_validation(paths, 0.1, 1337).numpy()
+    assert np.array_equal(held, in_validation(paths, 0.1, 1337).numpy())
     assert 150 < held.sum() < 250
-    assert not np.array_equal(held, ocr_records.in_validation(paths, 0.1, 7).numpy())
+    assert not np.array_equal(held, in_validation(paths, 0.1, 7).numpy())

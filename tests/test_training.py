@@ -1,59 +1,39 @@
-"""ocr_captcha.py: the CTC blank convention, training outputs, saving and reloading."""
+"""captcha_reader.training: outputs of a run, fine-tuning, augmentation, the plan, resuming and locking."""
 
+import errno
 import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from conftest import ROOT
+from helpers import one_error_line, train_one_epoch, write_text_images
 
 import ocr_captcha
-import ocr_core
-import ocr_metrics
-from ocr_core import DatasetError, ModelSpec
-
-
-def logits_for_path(path: list[int], classes: int) -> np.ndarray:
-    """Logits that put almost all probability on one class per step."""
-    logits = np.full((len(path), classes), -8.0, dtype=np.float32)
-    logits[np.arange(len(path)), path] = 8.0
-    return logits
-
-
-def test_blank_is_index_zero_in_loss_metrics_and_decoding():
-    charset = "0123456789"
-    spec = ModelSpec(charset, 32, 32, 4)
-    y_true = ocr_captcha.encode_labels(["1123"], spec)
-    assert y_true.tolist() == [[2, 2, 3, 4]]
-    # 1 _ 1 2 2 3 _ _ : a path that spells "1123" only if class 0 is the blank
-    logits = logits_for_path([2, 0, 2, 3, 3, 4, 0, 0], 11)[None]
-    assert float(keras.losses.CTC()(y_true, logits)) < 0.01
-    assert ocr_core.greedy_decode(ocr_core.softmax(logits), charset)[0][0] == "1123"
-    distances, lengths = ocr_metrics.greedy_edit_distances(y_true, logits)
-    assert distances.numpy().tolist() == [0.0] and lengths.numpy().tolist() == [4.0]
-    # The same path read with the blank as the last class would be a different label: the loss says so.
-    moved = np.roll(logits, -1, axis=-1)
-    assert float(keras.losses.CTC()(y_true, moved)) > 5
-
-
-def test_metrics_count_whole_codes_and_characters():
-    spec = ModelSpec("0123456789", 32, 32, 4)
-    y_true = ocr_captcha.encode_labels(["1234", "5678"], spec)
-    logits = np.stack([logits_for_path([2, 3, 4, 5, 0, 0, 0, 0], 11),
-                       logits_for_path([6, 7, 0, 9, 0, 0, 0, 0], 11)])  # "568": one deletion
-    accuracy, cer = ocr_metrics.SequenceAccuracy(), ocr_metrics.CharacterErrorRate()
-    accuracy.update_state(y_true, logits)
-    cer.update_state(y_true, logits)
-    assert float(accuracy.result()) == 0.5
-    assert float(cer.result()) == pytest.approx(1 / 8)
-
-
-def test_split_is_seeded_and_disjoint():
-    train, val = ocr_captcha.split_indices(100, 0.1, seed=5)
-    again = ocr_captcha.split_indices(100, 0.1, seed=5)
-    other = ocr_captcha.split_indices(100, 0.1, seed=6)
-    assert len(val) == 10 and len(train) == 90
-    assert set(train).isdisjoint(val) and set(train) | set(val) == set(range(100))
-    assert np.array_equal(val, again[1]) and not np.array_equal(val, other[1])
+from captcha_reader.base import ModelSpec
+from captcha_reader.data import encode_labels
+from captcha_reader.evaluation import evaluate_folder
+from captcha_reader.files import exclusive_lock
+from captcha_reader.model import (
+    build_model,
+)
+from captcha_reader.readers import open_reader
+from captcha_reader.settings import TrainingSettings, plan_training
+from captcha_reader.training import (
+    ResumableBackup,
+    compile_model,
+    fit,
+    make_dataset,
+    save_model,
+    scratch_dir,
+)
 
 
 def test_training_writes_model_split_log_and_plots(trained_model, tiny_data):
@@ -69,21 +49,6 @@ def test_training_writes_model_split_log_and_plots(trained_model, tiny_data):
     assert not list(folder.glob(".*tmp*")), "no temporary files left behind"
 
 
-def test_saved_model_carries_spec_and_loads_in_safe_mode(trained_model, reader):
-    assert reader.spec == ModelSpec("0123456789", 48, 128, 4)
-    assert set(reader.validation) == {"seq_acc", "cer", "n"}
-    model = keras.saving.load_model(trained_model, safe_mode=True)
-    assert ocr_captcha.model_info(model).spec == reader.spec
-
-
-def test_save_load_predict_identical(trained_model, reader, tiny_data):
-    paths = sorted(tiny_data.iterdir())[:8]
-    batch = reader.preprocess(paths)
-    again = ocr_captcha.load_reader(trained_model)
-    assert np.array_equal(reader.model.predict(batch, verbose=0), again.model.predict(batch, verbose=0))
-    assert reader.read(paths) == again.read([p.read_bytes() for p in paths])
-
-
 def test_retraining_replaces_model_and_keeps_previous(trained_model, tiny_data, tmp_path):
     model_path = tmp_path / "m.keras"
     args = ["--data-dir", str(tiny_data), "--model", str(model_path), "--epochs", "1", "--verbose", "0"]
@@ -94,74 +59,183 @@ def test_retraining_replaces_model_and_keeps_previous(trained_model, tiny_data, 
     assert model_path.read_bytes() != first
 
 
-def test_label_too_long_for_geometry_fails_before_training(tiny_data, tmp_path, capsys):
-    status = ocr_captcha.main(["--data-dir", str(tiny_data), "--model", str(tmp_path / "m.keras"),
-                               "--img-width", "12"])
+def test_variable_length_labels_train_and_decode(tmp_path):
+    train_dir = write_text_images(tmp_path / "train", 240, seed=0)
+    test_dir = write_text_images(tmp_path / "test", 40, seed=1)
+    model = tmp_path / "m.keras"
+    assert ocr_captcha.main(["--data-dir", str(train_dir), "--model", str(model), "--epochs", "12",
+                             "--img-height", "32", "--batch-size", "16", "--learning-rate", "3e-3",
+                             "--no-augment", "--verbose", "0"]) == 0
+    reader = open_reader(model)
+    assert reader.spec.max_label_length == 5 and reader.spec.charset == "0123"
+    report = evaluate_folder(reader, str(test_dir), tmp_path / "report.json")
+    assert report["seq_acc"] >= 0.9, report["misreads"]
+    texts = [r.text for r in reader.read(sorted(test_dir.iterdir()))]
+    assert {len(t) for t in texts} == {2, 3, 4, 5}
+
+
+def test_init_from_a_model_of_another_architecture_fails_clearly(reader, tiny_data, tmp_path, capsys):
+    other = tmp_path / "other.keras"
+    base = reader.model
+    # Another version's network: the same layers but without the dropout on the columns.
+    columns = base.get_layer("projection").output
+    context = base.get_layer("bilstm_2")(base.get_layer("bilstm_1")(columns))
+    logits = base.get_layer("logits")(keras.layers.Concatenate(name="context_and_columns")([context, columns]))
+    keras.Model(base.inputs, base.get_layer("model_info")(logits)).save(other)
+    status = ocr_captcha.main(["--data-dir", str(tiny_data), "--init-from", str(other), "--model",
+                               str(tmp_path / "new.keras")])
     assert status == 1
-    message = capsys.readouterr().err
-    assert "CTC time steps" in message and "--img-width" in message
-    assert not (tmp_path / "m.keras").exists()
+    error = capsys.readouterr().err
+    assert error.startswith("error: --init-from") and "dropout" in error and "Traceback" not in error
 
 
-def test_missing_data_dir_is_one_clear_line(tmp_path, capsys):
-    assert ocr_captcha.main(["--data-dir", str(tmp_path / "nothing"), "--model", str(tmp_path / "m.keras")]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err == f"error: {tmp_path / 'nothing'}: no such folder"
+def test_init_from_fine_tunes_with_new_characters(trained_model, reader, tiny_data, tmp_path, capsys):
+    data = tmp_path / "new"
+    data.mkdir()
+    sources = sorted(tiny_data.iterdir())
+    for i, label in enumerate(["12ab", "c301", "b222", "0a0a"] * 5):
+        shutil.copy(sources[i], data / f"{label}_{i}.png")
+    model = tmp_path / "tuned.keras"
+    assert ocr_captcha.main(["--data-dir", str(data), "--init-from", str(trained_model), "--model", str(model),
+                             "--epochs", "1", "--verbose", "0", "--img-height", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "3 new characters 'abc'" in out and "augmentation on (18 training images)" in out
+    tuned = open_reader(model)
+    assert tuned.spec.charset == "0123456789abc"
+    assert (tuned.spec.height, tuned.spec.width) == (reader.spec.height, reader.spec.width), "the model's geometry wins"
 
 
-def test_check_time_steps_names_the_label():
-    spec = ModelSpec("01", 32, 16, 4)
-    with pytest.raises(DatasetError, match="'0011'"):
-        ocr_captcha.check_time_steps(["01", "0011"], spec)
+@pytest.mark.parametrize("flag, expected", [([], "augmentation on"), (["--no-augment"], "augmentation off"),
+                                            (["--augment"], "augmentation on")])
+def test_augmentation_default_and_flags(tiny_data, tmp_path, capsys, flag, expected):
+    assert ocr_captcha.main(["--data-dir", str(tiny_data), "--model", str(tmp_path / "m.keras"), "--epochs", "1",
+                             "--verbose", "0", "--img-height", "24", *flag]) == 0
+    assert expected in capsys.readouterr().out
 
 
-def test_in_graph_metric_decoding_matches_numpy_decoding():
-    """The metrics' TensorFlow greedy decoder agrees with ocr_core.greedy_decode on random logits."""
-    charset = "abc"
-    spec = ModelSpec(charset, 8, 40, 10)
-    logits = np.random.default_rng(0).normal(0, 3, (200, 10, 4)).astype(np.float32)
-    texts = [text for text, _ in ocr_core.greedy_decode(ocr_core.softmax(logits), charset)]
-    readable = [i for i, t in enumerate(texts) if t]  # an empty label has no characters to encode
-    distances, _ = ocr_metrics.greedy_edit_distances(ocr_captcha.encode_labels([texts[i] for i in readable], spec),
-                                                     logits[readable])
-    assert len(readable) > 150 and distances.numpy().max() == 0
+@pytest.mark.parametrize("n_train, flags, expected", [
+    (1999, [], (True, 16, 49, 12)),  # small data: augmented, batches of 16, epochs enough for 96,000 images
+    (2000, [], (False, 32, 48, 12)),
+    (7200, [], (False, 32, 15, 5)),
+    (300, ["--batch-size", "64", "--no-augment", "--epochs", "3", "--patience", "2"], (False, 64, 3, 2)),
+])
+def test_training_plan_follows_the_data_size_unless_flags_say_otherwise(n_train, flags, expected, capsys):
+    plan = plan_training(ocr_captcha.settings_from(ocr_captcha.parse_args(flags)), n_train)
+    assert (plan.augment, plan.batch_size, plan.epochs, plan.patience) == expected
 
 
-def test_batch_norm_folded_for_inference_gives_the_same_logits(reader, tiny_data):
-    batch = reader.preprocess(sorted(tiny_data.iterdir())[:16])
-    folded = reader.inference_model
-    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
-    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in reader.model.layers)
-    assert np.allclose(folded.predict_on_batch(batch), reader.model.predict_on_batch(batch), atol=1e-4)
+def test_augmentation_keeps_shape_and_range():
+    images = np.random.default_rng(0).random((8, 48, 128), dtype=np.float32)
+    labels = np.ones((8, 4), np.int32)
+    batch, _ = next(iter(make_dataset(images, labels, 8, shuffle_seed=1, augment=True)))
+    assert batch.shape == (8, 48, 128)
+    assert float(batch.numpy().min()) >= 0.0 and float(batch.numpy().max()) <= 1.0
+    assert not np.allclose(np.sort(batch.numpy().ravel()), np.sort(images.ravel()))
 
 
-def test_models_of_other_architectures_are_read_unfolded(tmp_path):
-    spec = ModelSpec("01", 16, 16, 2)
-    inputs = keras.Input((16, 16))
-    x = keras.layers.Reshape((16, 16, 1))(inputs)
-    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3, padding="same")(x))
-    x = keras.layers.Reshape((4, -1))(keras.layers.MaxPooling2D((4, 4))(x))
-    x = ocr_captcha.ModelInfo(**spec.to_dict())(keras.layers.Dense(spec.num_classes)(x))
-    other = keras.Model(inputs, x)
-    assert ocr_captcha.Reader(other).inference_model is other
+def test_augmented_epochs_repeat_exactly_under_one_seed():
+    images = np.random.default_rng(0).random((64, 48, 128), dtype=np.float32)
+    labels = np.ones((64, 4), np.int32)
+
+    def two_epochs() -> np.ndarray:
+        keras.utils.set_random_seed(5)
+        dataset = make_dataset(images, labels, 8, shuffle_seed=5, augment=True)
+        return np.concatenate([batch.numpy() for _ in range(2) for batch, _ in dataset])
+
+    first, second = two_epochs(), two_epochs()
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first[:64], first[64:]), "each epoch draws new distortions"
 
 
 def test_training_keeps_the_moving_average_of_the_weights(tmp_path):
     spec = ModelSpec("0123456789", 48, 128, 4)
     rng = np.random.default_rng(0)
     images = rng.random((48, 48, 128), dtype=np.float32)
-    labels = ocr_captcha.encode_labels(["".join(rng.choice(list("0123456789"), 4)) for _ in range(48)], spec)
+    labels = encode_labels(["".join(rng.choice(list("0123456789"), 4)) for _ in range(48)], spec)
     last_step = {}
 
     class LastStepWeights(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             last_step["weights"] = [w.numpy().copy() for w in self.model.trainable_weights]
 
-    model = ocr_captcha.build_model(spec)
-    elements = ocr_captcha.tf.data.Dataset.from_tensor_slices((images[:32], labels[:32]))
-    args = ocr_captcha.parse_args(["--epochs", "1", "--batch-size", "4", "--verbose", "0"])
-    ocr_captcha.fit(model, elements, 32, images[32:], labels[32:], args, tmp_path, [LastStepWeights()])
+    model = build_model(spec)
+    elements = tf.data.Dataset.from_tensor_slices((images[:32], labels[:32]))
+    settings = TrainingSettings(epochs=1, batch_size=4, verbose=0)
+    fit(model, elements, 32, images[32:], labels[32:], settings, tmp_path, [LastStepWeights()])
     kept = [w.numpy() for w in model.trainable_weights]
     assert any(not np.allclose(a, b) for a, b in zip(kept, last_step["weights"])), \
         "after one epoch the model should hold the average, not the last step's weights"
     assert model.optimizer.ema_momentum == 0.9  # a quarter of 8 steps per epoch, at the lower bound
+
+
+def test_crash_during_save_keeps_previous_model(reader, trained_model, tmp_path, monkeypatch):
+    target = tmp_path / "m.keras"
+    shutil.copy(trained_model, target)
+    before = target.read_bytes()
+
+    def crash(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a model")
+        raise OSError(errno.EIO, "disk went away")
+    monkeypatch.setattr(keras.Model, "save", crash)
+    with pytest.raises(OSError):
+        save_model(reader.model, target)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "m.prev.keras"]
+
+
+def test_killed_training_resumes_from_last_finished_epoch(tiny_data, tmp_path):
+    model = tmp_path / "m.keras"
+    command = [sys.executable, str(ROOT / "ocr_captcha.py"), "--data-dir", str(tiny_data), "--model", str(model),
+               "--epochs", "4", "--batch-size", "16", "--verbose", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    backups = tmp_path / "m.training"
+    while not list(backups.glob("run-*/backup/training_metadata.json")):  # written after the weights
+        assert process.poll() is None and time.monotonic() < deadline, "no backup written before the kill"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not model.exists()
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from the last finished epoch" in resumed.stdout
+    assert "Epoch 1/4" not in resumed.stdout and "Epoch 4/4" in resumed.stdout
+    assert model.exists() and not backups.exists()
+    epochs = [line.split(",")[0] for line in (tmp_path / "training_log.csv").read_text().splitlines()[1:]]
+    assert epochs[-1] == "3"
+
+
+def test_restart_ignores_backup(tiny_data, tmp_path):
+    model = tmp_path / "m.keras"
+    stale = tmp_path / "m.training" / "run-0123456789abcdef" / "backup"
+    stale.mkdir(parents=True)
+    (stale / "latest.weights.h5").write_bytes(b"stale")
+    assert ocr_captcha.main(["--data-dir", str(tiny_data), "--model", str(model), "--epochs", "1",
+                             "--verbose", "0", "--restart"]) == 0
+    assert model.exists()
+
+
+def test_backup_killed_during_first_save_starts_over(tmp_path, capsys):
+    spec = ModelSpec("01", 16, 16, 2)
+    model = build_model(spec)
+    compile_model(model, 1e-3, 10, 5)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n half written")
+    images = np.zeros((4, 16, 16), np.float32)
+    labels = np.array([[1, 2], [2, 1], [1, 0], [2, 0]], np.int32)
+    history = model.fit(images, labels, epochs=2, verbose=0,
+                        callbacks=[ResumableBackup(str(backup), double_checkpoint=True)])
+    assert len(history.history["loss"]) == 2
+    assert "unreadable" in capsys.readouterr().err
+
+
+def test_second_training_on_the_same_model_stops_at_once(tiny_data, tmp_path, capsys):
+    model_path = tmp_path / "out" / "m.keras"
+    model_path.parent.mkdir()
+    with exclusive_lock(scratch_dir(model_path) / "lock", "another training run is writing"):  # a run in progress
+        assert train_one_epoch(tmp_path, tiny_data) == 1
+    assert "another training run is writing" in one_error_line(capsys)
+    assert not model_path.exists()
+    assert train_one_epoch(tmp_path, tiny_data) == 0  # the lock goes with the run that held it
+    assert model_path.exists()

@@ -9,17 +9,13 @@ Unreadable files are skipped and listed there.
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import ocr_core  # noqa: E402
-
-with ocr_core.silenced_stderr():  # TensorFlow's C++ start-up messages
-    import ocr_records  # noqa: E402
+from captcha_reader import records  # noqa: E402
+from captcha_reader.base import UserError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.shards < 1:
         parser.error("--shards must be at least 1")
     try:
-        meta = ocr_records.pack_folder(args.src_dir, args.out_dir, args.shards, args.img_height)
-    except (ocr_core.DatasetError, OSError) as error:
+        meta = records.pack_folder(args.src_dir, args.out_dir, args.shards, args.img_height)
+    except (UserError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     skipped = f", skipped {len(meta['bad_files'])} unreadable" if meta["bad_files"] else ""

@@ -1,4 +1,4 @@
-"""predict_example.py: output formats, folders, bad images, and the two scripts end to end."""
+"""predict_example.py: output formats, errors, and train-then-read as a new user."""
 
 import json
 import os
@@ -6,10 +6,10 @@ import shutil
 import subprocess
 import sys
 
+from conftest import ROOT
+from helpers import bomb_png
 
 import predict_example
-from conftest import ROOT
-from test_reliability import bomb_png
 
 
 def run_script(*args, cwd=ROOT):
@@ -85,3 +85,10 @@ def test_train_then_predict_as_a_new_user(tiny_data, tmp_path):
     predicted = run_script(str(ROOT / "predict_example.py"), cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
     assert len(predicted.stdout.splitlines()) == 1
+
+
+def test_missing_test_png_says_what_to_do(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "predict_example.py")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().startswith("error: test.png: no such file")

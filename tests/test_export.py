@@ -1,13 +1,15 @@
-"""The SavedModel export for TF Serving: raw image bytes in, the same texts as predict_example.py out."""
+"""captcha_reader.export: the SavedModel for TF Serving reads raw bytes like predict_example.py."""
 
+
+import make_captchas
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import bomb_png
 
-import make_captchas
 import ocr_captcha
-import ocr_core
-from test_reliability import bomb_png
+from captcha_reader.labels import list_images
+from captcha_reader.records import declared_pixels
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +29,7 @@ def test_signature(savedmodel):
 
 def test_same_texts_as_predict_on_1000_images(savedmodel, reader, tmp_path):
     make_captchas.main(["--out", str(tmp_path), "--count", "1000", "--seed", "11"])
-    files = ocr_core.list_images(tmp_path)
+    files = list_images(tmp_path)
     served = savedmodel(image_bytes=tf.constant([p.read_bytes() for p in files]))
     texts = [t.decode() for t in served["text"].numpy()]
     expected = reader.read(files)
@@ -59,9 +61,8 @@ def test_declared_pixels_from_headers():
     from io import BytesIO
 
     from PIL import Image
-    import ocr_records
     for fmt in ["PNG", "GIF", "BMP", "JPEG"]:
         out = BytesIO()
         Image.new("RGB", (123, 45)).save(out, format=fmt)
-        assert int(ocr_records.declared_pixels(tf.constant(out.getvalue()))) == 123 * 45, fmt
-    assert int(ocr_records.declared_pixels(tf.constant(bomb_png()))) == 30000 * 30000
+        assert int(declared_pixels(tf.constant(out.getvalue()))) == 123 * 45, fmt
+    assert int(declared_pixels(tf.constant(bomb_png()))) == 30000 * 30000

@@ -8,16 +8,17 @@ encoded file bytes), `label` and `path`, and `meta.json` (charset, geometry, cou
 skipped files). Files are found with tf.io.gfile, so cloud paths such as gs://...
 work where TensorFlow supports them; shards are split across workers by
 tf.distribute's auto-sharding. Images are decoded by `graph_read_image`, the
-TensorFlow twin of ocr_core.read_image (tested for parity), which the SavedModel
+TensorFlow twin of images.read_image (tested for parity), which the SavedModel
 export uses too.
 """
 
 import json
 
-import tensorflow as tf
-
-import ocr_core
-from ocr_core import DatasetError, ModelSpec
+from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, width_for
+from captcha_reader.data import labelled_items
+from captcha_reader.images import MAX_IMAGE_PIXELS, geometry_for, image_size, read_image
+from captcha_reader.labels import charset_from_labels, min_time_steps
+from captcha_reader.tf_import import tf
 
 META_FILE = "meta.json"
 FEATURES = {
@@ -28,7 +29,7 @@ FEATURES = {
 
 
 # ---------------------------------------------------------------------------
-# Decoding in the graph: the twin of ocr_core.read_image
+# Decoding in the graph: the twin of images.read_image
 # ---------------------------------------------------------------------------
 
 
@@ -65,9 +66,9 @@ def declared_pixels(data):
 
 
 def graph_read_image(data, height: int, width: int):
-    """ocr_core.read_image in TensorFlow ops: header check, first frame, white under transparency, grayscale, resize."""
+    """images.read_image in TensorFlow ops: header check, first frame, white under transparency, grayscale, resize."""
     pixels = declared_pixels(data)
-    tf.debugging.assert_less_equal(pixels, tf.constant(ocr_core.MAX_IMAGE_PIXELS, tf.int64),
+    tf.debugging.assert_less_equal(pixels, tf.constant(MAX_IMAGE_PIXELS, tf.int64),
                                    message="image too large; refused before decoding")
     image = tf.cast(tf.io.decode_image(data, expand_animations=False), tf.int32)  # 1 to 4 channels
     opaque = tf.fill(tf.concat([tf.shape(image)[:2], [1]], 0), 255)
@@ -108,29 +109,27 @@ def example(image: bytes, label: str, path: str) -> bytes:
 
 def pack_folder(source: str, out: str, shards: int, height: int) -> dict:
     """Write a labelled folder's readable images into `shards` TFRecord files plus meta.json."""
-    items = ocr_core.list_labelled_images(source)
-    if not items:
-        raise DatasetError(f"{source}: no images ({', '.join(ocr_core.IMAGE_EXTENSIONS)})")
+    items = labelled_items(source)
     tf.io.gfile.makedirs(out)
     names = [f"{out.rstrip('/')}/data-{i:05d}-of-{shards:05d}.tfrecord" for i in range(shards)]
     writers = [tf.io.TFRecordWriter(name) for name in names]
     good, bad, sizes = [], [], []
     for path, label in items:
         try:
-            ocr_core.read_image(path, 8, 8)  # decodes fully: a bad file is skipped here, not in training
-        except ocr_core.ImageReadError as error:
+            read_image(path, 8, 8)  # decodes fully: a bad file is skipped here, not in training
+        except ImageReadError as error:
             bad.append(str(error))
             continue
-        sizes.append(ocr_core.image_size(path))
+        sizes.append(image_size(path))
         writers[len(good) % shards].write(example(path.read_bytes(), label, path.name))
         good.append(label)
     for writer in writers:
         writer.close()
     if not good:
         raise DatasetError(f"{source}: no readable images among {len(items)} files")
-    geometry = ocr_core.geometry_for(sizes, height)
-    meta = {"charset": ocr_core.charset_from_labels(good), "max_label_length": max(map(len, good)),
-            "most_time_steps_label": max(good, key=ocr_core.min_time_steps),
+    geometry = geometry_for(sizes, height)
+    meta = {"charset": charset_from_labels(good), "max_label_length": max(map(len, good)),
+            "most_time_steps_label": max(good, key=min_time_steps),
             "height": geometry[0], "width": geometry[1], "count": len(good), "shards": shards,
             "bad_files": bad, "source": str(source)}
     with tf.io.gfile.GFile(f"{out.rstrip('/')}/{META_FILE}", "w") as handle:
@@ -155,9 +154,7 @@ def spec_for(meta: dict, height: int, width: int | None) -> ModelSpec:
     if width is None and height == meta["height"]:
         width = meta["width"]
     elif width is None:
-        width = max(ocr_core.WIDTH_PER_TIME_STEP,
-                    round(meta["width"] * height / meta["height"] / ocr_core.WIDTH_PER_TIME_STEP)
-                    * ocr_core.WIDTH_PER_TIME_STEP)
+        width = width_for(height, meta["width"] / meta["height"])
     return ModelSpec(meta["charset"], height, width, meta["max_label_length"])
 
 

@@ -17,18 +17,22 @@ import sys
 import time
 from pathlib import Path
 
-import tensorflow as tf
-
-STRATEGIES = ("auto", "mirrored", "multiworker")
+from captcha_reader.base import DatasetError
+from captcha_reader.metrics import CharacterErrorRate, SequenceAccuracy
+from captcha_reader.tf_import import keras, tf
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The tf.distribute strategy for --strategy (create it before any other TensorFlow work)."""
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
-            from ocr_core import DatasetError
-
             raise DatasetError("--strategy multiworker needs TF_CONFIG describing the cluster and this worker's task")
+        try:
+            config = json.loads(os.environ["TF_CONFIG"])
+        except json.JSONDecodeError as error:
+            raise DatasetError(f"TF_CONFIG is not valid JSON ({error.msg} at character {error.pos})") from None
+        if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+            raise DatasetError('TF_CONFIG needs a "cluster" object and a "task" object')
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored" or len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
@@ -58,15 +62,13 @@ def distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
     return strategy.experimental_distribute_dataset(dataset.with_options(options))
 
 
-def fit_multiworker(strategy, model, train_ds, val_ds, args, global_batch: int, log_path: Path | None) -> dict:
+def fit_multiworker(strategy: tf.distribute.Strategy, model: keras.Model, train_ds: tf.data.Dataset,
+                    val_ds: tf.data.Dataset | None, epochs: int, patience: int, global_batch: int, verbose: int,
+                    log_path: Path | None) -> dict:
     """fit() for MultiWorkerMirroredStrategy: train, validate, log, stop early; returns the history."""
-    import keras
-
-    import ocr_metrics
-
     per_example_loss = keras.losses.CTC(reduction=None)
     with strategy.scope():
-        tracked = {"seq_acc": ocr_metrics.SequenceAccuracy(), "cer": ocr_metrics.CharacterErrorRate()}
+        tracked = {"seq_acc": SequenceAccuracy(), "cer": CharacterErrorRate()}
 
     def step(images, labels, training: bool):
         with tf.GradientTape() as tape:
@@ -98,16 +100,16 @@ def fit_multiworker(strategy, model, train_ds, val_ds, args, global_batch: int, 
     val_dist = distribute(strategy, val_ds) if val_ds is not None else None
     history: dict[str, list] = {}
     best, best_weights, waited = float("inf"), None, 0
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
         started = time.monotonic()
         logs = run_epoch(train_dist, training=True)
         if val_dist is not None:
             logs.update({f"val_{k}": v for k, v in run_epoch(val_dist, training=False).items()})
         for key, value in logs.items():
             history.setdefault(key, []).append(value)
-        if args.verbose:
+        if verbose:
             shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-            print(f"Epoch {epoch + 1}/{args.epochs} - {time.monotonic() - started:.0f}s - {shown}", flush=True)
+            print(f"Epoch {epoch + 1}/{epochs} - {time.monotonic() - started:.0f}s - {shown}", flush=True)
         if log_path is not None:
             write_log_row(log_path, epoch, logs)
         monitored = logs.get("val_loss", logs["loss"])
@@ -115,7 +117,7 @@ def fit_multiworker(strategy, model, train_ds, val_ds, args, global_batch: int, 
             best, best_weights, waited = monitored, model.get_weights(), 0
         else:
             waited += 1
-            if waited >= args.patience:
+            if waited >= patience:
                 print(f"Epoch {epoch + 1}: early stopping", file=sys.stderr)
                 break
     if best_weights is not None:

@@ -4,10 +4,8 @@ Both decode the logits greedily, as the Reader does, so the numbers in the progr
 are the numbers a user gets.
 """
 
-import keras
-import tensorflow as tf
-
-import ocr_core
+from captcha_reader.base import BLANK_INDEX
+from captcha_reader.tf_import import keras, tf
 
 
 def greedy_edit_distances(y_true, logits):
@@ -15,11 +13,11 @@ def greedy_edit_distances(y_true, logits):
     batch = tf.shape(logits)[0]
     steps = tf.fill([batch], tf.shape(logits)[1])
     decoded, _ = tf.nn.ctc_greedy_decoder(
-        tf.transpose(logits, [1, 0, 2]), steps, merge_repeated=True, blank_index=ocr_core.BLANK_INDEX
+        tf.transpose(logits, [1, 0, 2]), steps, merge_repeated=True, blank_index=BLANK_INDEX
     )
     truth = tf.sparse.from_dense(tf.cast(y_true, tf.int64))  # padding is the blank, 0, so it drops out
     distances = tf.edit_distance(tf.cast(decoded[0], tf.int64), truth, normalize=False)
-    lengths = tf.reduce_sum(tf.cast(tf.not_equal(y_true, ocr_core.BLANK_INDEX), tf.float32), axis=-1)
+    lengths = tf.reduce_sum(tf.cast(tf.not_equal(y_true, BLANK_INDEX), tf.float32), axis=-1)
     return distances, lengths
 
 

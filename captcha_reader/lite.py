@@ -5,7 +5,7 @@
 
 The ONNX file holds the network (convolutions with their batch norm folded in, the two
 BiLSTMs, the logits) and, in its metadata, the charset and geometry. Preprocessing and
-greedy decoding are the shared ones from ocr_core, so both runtimes read alike. Only
+greedy decoding are the shared ones of the core, so both runtimes read alike. Only
 onnxruntime, NumPy and Pillow are imported: starting takes a fraction of a second.
 """
 
@@ -15,14 +15,14 @@ from typing import Union
 
 import numpy as np
 
-import ocr_core
-from ocr_core import ModelLoadError, ModelSpec
+from captcha_reader.base import ModelLoadError, ModelSpec
+from captcha_reader.reading import BaseReader, existing_model
 
 METADATA_KEY = "ocr_captcha"
 LITE_SUFFIX = ".onnx"
 
 
-class LiteReader(ocr_core.BaseReader):
+class LiteReader(BaseReader):
     """Reads captchas with an ONNX export of a model, through onnxruntime."""
 
     def __init__(self, session, metadata: dict) -> None:
@@ -54,7 +54,7 @@ def lite_metadata(spec: ModelSpec, validation: dict, format_version: int) -> str
 
 def load_lite_reader(path: Union[str, Path]) -> LiteReader:
     """Load an ONNX export made by `ocr_captcha.py --export-lite`."""
-    path = ocr_core.existing_model(path)
+    path = existing_model(path)
     try:
         import onnxruntime
     except ImportError:

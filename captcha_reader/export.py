@@ -3,7 +3,7 @@
     python ocr_captcha.py --export-lite model/ocr_captcha.onnx --model model/ocr_captcha.keras
 
 `--export-lite` writes one ONNX file (Keras' own ONNX export, through tf2onnx) with the
-charset and geometry in its metadata, for `ocr_lite.py` and `predict_example.py`.
+charset and geometry in its metadata, for `lite.py` and `predict_example.py`.
 `--export-savedmodel DIR` writes DIR/1 for TF Serving: its serving_default signature
 takes encoded images and returns text and confidence, decoded in the graph.
 """
@@ -11,17 +11,18 @@ takes encoded images and returns text and confidence, decoded in the graph.
 import contextlib
 import io
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-import ocr_captcha
-import ocr_core
-import ocr_lite
-import ocr_records
+from captcha_reader import lite, records
+from captcha_reader.base import BLANK_INDEX, DatasetError, silenced_stderr
+from captcha_reader.model import KerasReader
+from captcha_reader.tf_import import keras, tf
 
 
-def export_lite(reader: "ocr_captcha.Reader", path: Path) -> None:
+def export_lite(reader: KerasReader, path: Path) -> None:
     """Write the network and its charset and geometry as one ONNX file at `path`, atomically."""
     import onnx
 
@@ -30,12 +31,12 @@ def export_lite(reader: "ocr_captcha.Reader", path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.onnx")
     try:
         # tf2onnx reports every graph rewrite on stdout and stderr; errors still raise.
-        with contextlib.redirect_stdout(io.StringIO()), ocr_core.silenced_stderr():
+        with contextlib.redirect_stdout(io.StringIO()), silenced_stderr():
             model.export(str(tmp), format="onnx", verbose=False)
         proto = onnx.load(str(tmp))
         entry = proto.metadata_props.add()
-        entry.key = ocr_lite.METADATA_KEY
-        entry.value = ocr_lite.lite_metadata(reader.spec, reader.validation, reader.format_version)
+        entry.key = lite.METADATA_KEY
+        entry.value = lite.lite_metadata(reader.spec, reader.validation, reader.format_version)
         onnx.save(proto, str(tmp))
         os.replace(tmp, path)
     finally:
@@ -48,21 +49,18 @@ def export_lite(reader: "ocr_captcha.Reader", path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def export_savedmodel(reader: "ocr_captcha.Reader", folder: Path) -> Path:
+def export_savedmodel(reader: KerasReader, folder: Path) -> Path:
     """Write a SavedModel to `folder`/1 whose serving_default reads encoded images into text and confidence."""
-    import keras
-    import tensorflow as tf
-
     spec, model = reader.spec, reader.model
     characters = tf.constant([""] + list(spec.charset))  # the blank (class 0) spells nothing
 
     def serve(image_bytes):
-        images = tf.map_fn(lambda data: ocr_records.graph_read_image(data, spec.height, spec.width), image_bytes,
+        images = tf.map_fn(lambda data: records.graph_read_image(data, spec.height, spec.width), image_bytes,
                            fn_output_signature=tf.TensorSpec([spec.height, spec.width], tf.float32))
         probabilities = tf.nn.softmax(model(images, training=False))
         best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         previous = tf.pad(best[:, :-1], [[0, 0], [1, 0]], constant_values=-1)
-        kept = tf.where((best != previous) & (best != ocr_core.BLANK_INDEX), best, ocr_core.BLANK_INDEX)
+        kept = tf.where((best != previous) & (best != BLANK_INDEX), best, BLANK_INDEX)
         text = tf.strings.reduce_join(tf.gather(characters, kept), axis=-1)
         step_max = tf.maximum(tf.reduce_max(probabilities, axis=-1), 1e-30)
         confidence = tf.exp(tf.reduce_sum(tf.math.log(step_max), axis=-1))
@@ -74,15 +72,13 @@ def export_savedmodel(reader: "ocr_captcha.Reader", folder: Path) -> Path:
     archive.add_endpoint("serving_default", serve, [tf.TensorSpec([None], tf.string, name="image_bytes")])
     target = folder / "1"
     if target.exists():
-        raise ocr_core.DatasetError(f"{target} already exists; remove it or export to another folder")
+        raise DatasetError(f"{target} already exists; remove it or export to another folder")
     tmp = folder / f".1.tmp-{os.getpid()}"
     folder.mkdir(parents=True, exist_ok=True)
     try:
         archive.write_out(str(tmp), verbose=False)
         os.replace(tmp, target)
     finally:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {target} (serving_default: image_bytes -> text, confidence)")
     return target

@@ -1,0 +1,25 @@
+"""captcha_reader: train and run CNN + BiLSTM + CTC captcha readers.
+
+The modules stand in layers; each imports only from the layers below it (checked by the
+import-linter contract in `.importlinter`):
+
+    audit                         out-of-fold label audit (trains k models)
+    training                      the training recipe: data pipeline, optimizer, fit, save
+    export | distributed | plots  ONNX and SavedModel exports, tf.distribute, figures of a run
+    records                       TFRecord shards, and images decoded in TensorFlow ops
+    readers | metrics             open_reader (.keras or .onnx); metrics shown every epoch
+    model                         the network and its Keras reader
+    tf_import                     TensorFlow and Keras, imported quietly
+    evaluation | lite             scoring a folder with any reader; the onnxruntime reader
+    reading                       BaseReader: preprocess, run the network, decode
+    data | decoding | files       folders to arrays; CTC decoding; atomic writes
+    labels                        file names and labels.csv; the charset
+    images | settings             every image read one way; training settings
+    base                          errors, ModelSpec, constants
+
+Nothing below `tf_import` imports TensorFlow or Keras; `readers` imports `model` only for a `.keras` file.
+"""
+
+from captcha_reader.readers import open_reader
+
+__all__ = ["open_reader"]

@@ -1,0 +1,76 @@
+"""What every layer of the package shares: the errors a user sees, the model spec, a few constants.
+
+Nothing here imports TensorFlow, Keras, Pillow or onnxruntime.
+"""
+
+import contextlib
+import os
+import sys
+from dataclasses import asdict, dataclass
+
+# Index 0 of the model's output is the CTC blank; character i of the charset is class i + 1.
+BLANK_INDEX = 0
+# The convolutional stack halves the width twice: one CTC time step per 4 columns.
+WIDTH_PER_TIME_STEP = 4
+# Version of what a saved model carries besides its weights (the ModelInfo layer, the ONNX metadata).
+FORMAT_VERSION = 1
+
+
+class UserError(ValueError):
+    """A problem with the user's input that the command line reports as one line."""
+
+
+class ImageReadError(UserError):
+    """An image that cannot be read: the message names the file and the problem."""
+
+
+class DatasetError(UserError):
+    """A folder, label set or setting that cannot be used: the message says why."""
+
+
+class ModelLoadError(UserError):
+    """A model file that is missing, corrupt, or not one of ours."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a saved model needs besides its weights: charset and geometry."""
+
+    charset: str
+    height: int
+    width: int
+    max_label_length: int
+
+    @property
+    def num_classes(self) -> int:
+        """Output classes: one per character plus the CTC blank."""
+        return len(self.charset) + 1
+
+    @property
+    def time_steps(self) -> int:
+        """Number of CTC time steps the network emits per image."""
+        return self.width // WIDTH_PER_TIME_STEP
+
+    def to_dict(self) -> dict:
+        """Plain-dict form, for JSON and Keras configs."""
+        return asdict(self)
+
+
+def width_for(height: int, aspect: float) -> int:
+    """The model input width for a height and an aspect ratio: a whole number of time steps."""
+    return max(WIDTH_PER_TIME_STEP, round(height * aspect / WIDTH_PER_TIME_STEP) * WIDTH_PER_TIME_STEP)
+
+
+@contextlib.contextmanager
+def silenced_stderr():
+    """Send file descriptor 2 to the null device for the duration, C libraries included."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

@@ -1,0 +1,119 @@
+"""A labelled folder as arrays: charset and geometry inferred, images decoded once, a seeded split.
+
+TensorFlow-free: training feeds these arrays to tf.data, evaluation reads them directly.
+"""
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from captcha_reader.base import DatasetError, ImageReadError, ModelSpec
+from captcha_reader.images import IMAGE_EXTENSIONS, geometry_for, image_size, read_image
+from captcha_reader.labels import (
+    charset_from_labels,
+    encode_label,
+    extend_charset,
+    list_labelled_images,
+)
+
+# A folder with more unreadable files than this is more likely the wrong folder than a few bad downloads.
+MAX_BAD_FRACTION = 0.10
+
+
+class LabelledImages(NamedTuple):
+    """Decoded images with their labels and source files."""
+
+    images: np.ndarray  # float32 (n, height, width) in [0, 1]
+    labels: list[str]
+    paths: list[Path]
+    bad_files: list[str]  # "path: problem" for each file that could not be read
+
+
+def labelled_items(folder: str | Path) -> list[tuple[Path, str]]:
+    """(path, label) for a folder's images, or a DatasetError when it has none."""
+    items = list_labelled_images(folder)
+    if not items:
+        raise DatasetError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return items
+
+
+def infer_spec(items: list[tuple[Path, str]], height: int, width: int | None) -> ModelSpec:
+    """Charset, longest label and geometry for a labelled folder (width from the median aspect ratio)."""
+    labels = [label for _, label in items]
+    if width is None:
+        sizes = []
+        for path, _ in items:
+            try:
+                sizes.append(image_size(path))
+            except ImageReadError:
+                continue  # reported once, when the images are decoded
+        height, width = geometry_for(sizes or [(height, height)], height)
+    return ModelSpec(
+        charset=charset_from_labels(labels),
+        height=height,
+        width=width,
+        max_label_length=max(len(label) for label in labels),
+    )
+
+
+def spec_for_data(found: ModelSpec, base: ModelSpec | None) -> ModelSpec:
+    """The spec to train: the data's own, or a base model's geometry with its charset extended by the data's."""
+    if base is None:
+        return found
+    return ModelSpec(extend_charset(base.charset, [found.charset]), base.height, base.width,
+                     max(base.max_label_length, found.max_label_length))
+
+
+def load_images(items: list[tuple[Path, str]], spec: ModelSpec) -> LabelledImages:
+    """Decode every image with the shared reader, skipping (and listing) unreadable files."""
+
+    def read(item: tuple[Path, str]) -> np.ndarray | ImageReadError:
+        try:
+            return read_image(item[0], spec.height, spec.width)
+        except ImageReadError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        results = list(pool.map(read, items))
+    good = [(array, item) for array, item in zip(results, items) if isinstance(array, np.ndarray)]
+    bad = [str(error) for error in results if isinstance(error, ImageReadError)]
+    images = np.stack([array for array, _ in good]) if good else np.zeros((0, spec.height, spec.width), np.float32)
+    return LabelledImages(images, [label for _, (_, label) in good], [path for _, (path, _) in good], bad)
+
+
+def check_bad_files(bad_files: list[str], total: int, folder: str | Path) -> None:
+    """Stop when no file, or more than MAX_BAD_FRACTION of them, could be read."""
+    if bad_files and len(bad_files) == total:
+        raise DatasetError(f"{folder}: no readable images among {total} files (first: {bad_files[0]})")
+    if len(bad_files) > MAX_BAD_FRACTION * total:
+        raise DatasetError(f"{folder}: {len(bad_files)} of {total} files are unreadable "
+                           f"(first: {bad_files[0]}); is this the right folder?")
+
+
+def list_bad_files(bad_files: list[str], listing: Path) -> None:
+    """Warn about unreadable files in one line and list them all in `listing`."""
+    if not bad_files:
+        return
+    listing.write_text("\n".join(bad_files) + "\n")
+    first = "; ".join(bad_files[:3])
+    print(f"warning: skipped {len(bad_files)} unreadable files ({first}); full list in {listing}", file=sys.stderr)
+
+
+def split_indices(count: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded, deterministic (train, validation) split of range(count)."""
+    order = np.random.default_rng(seed).permutation(count)
+    n_val = min(count - 1, max(1, round(count * val_split))) if val_split > 0 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def encode_labels(labels: list[str], spec: ModelSpec) -> np.ndarray:
+    """Labels as an int32 (n, max_label_length) array of class indices, padded with the blank (0)."""
+    encoded = np.zeros((len(labels), spec.max_label_length), dtype=np.int32)
+    for row, label in enumerate(labels):
+        indices = encode_label(label, spec.charset)
+        encoded[row, : len(indices)] = indices
+    return encoded

@@ -1,0 +1,46 @@
+"""Scoring a model on a labelled folder: sequence accuracy, character error rate, every misread.
+
+    python ocr_captcha.py --evaluate DIR --model PATH [--report FILE]
+
+Works with any reader (Keras or ONNX): it needs no TensorFlow of its own.
+"""
+
+from pathlib import Path
+
+from captcha_reader.data import labelled_items, load_images
+from captcha_reader.decoding import score
+from captcha_reader.files import write_json
+from captcha_reader.labels import chars_outside
+from captcha_reader.reading import BaseReader
+
+
+def evaluate_folder(reader: BaseReader, folder: str | Path, report_path: Path) -> dict:
+    """Read every labelled image in `folder`, print the scores and every misread, write a JSON report."""
+    data = load_images(labelled_items(folder), reader.spec)
+    readings = reader.read_arrays(data.images)
+    charset = reader.spec.charset
+    misreads = []
+    for path, truth, reading in zip(data.paths, data.labels, readings):
+        if reading.text != truth:
+            misread = {"path": str(path), "truth": truth, "pred": reading.text, "confidence": reading.confidence}
+            outside = chars_outside(truth, charset)
+            if outside:
+                misread["outside_charset"] = outside
+            misreads.append(misread)
+    seq_acc, cer = score(data.labels, [r.text for r in readings])
+    outside_all = "".join(sorted(chars_outside("".join(data.labels), charset)))
+    report = {"n": len(data.labels), "seq_acc": seq_acc, "cer": cer, "misreads": misreads,
+              "chars_outside_charset": outside_all, "unreadable": data.bad_files}
+    for misread in misreads:
+        note = f"  (not in the model's charset: {misread['outside_charset']!r})" if "outside_charset" in misread else ""
+        print(f"misread {misread['path']}: truth {misread['truth']!r}, read {misread['pred']!r}, "
+              f"confidence {misread['confidence']:.3f}{note}")
+    print(f"{folder}: sequence accuracy {seq_acc:.4f}, character error rate {cer:.4f} "
+          f"({len(misreads)} misreads in {len(data.labels)} images)")
+    if outside_all:
+        print(f"labels use characters the model cannot read: {outside_all!r}")
+    if data.bad_files:
+        print(f"{len(data.bad_files)} unreadable files were skipped (listed in the report)")
+    write_json(report_path, report)
+    print(f"report: {report_path}")
+    return report

@@ -1,0 +1,65 @@
+"""Writing files so that nothing is lost: atomic replacement, a writable-folder check, a run lock.
+
+Every file is written beside its target under a temporary name and moved into place, so a
+crash leaves either the old file or the new one, never half of one.
+"""
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+from captcha_reader.base import DatasetError
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write(tmp_path)` on a temporary file beside `path`, then move it into place."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically."""
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any long work when the output folder cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"0" * 65536)
+        probe.unlink()
+    except OSError as error:
+        raise DatasetError(f"{folder}: cannot write the model there ({error.strerror})") from None
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path, busy_message: str) -> Iterator[None]:
+    """Hold an OS lock on `lock_path` for the duration; a second holder fails at once with `busy_message`.
+
+    The operating system releases the lock when the process ends, however it ends, so a
+    killed process never leaves a stale lock behind.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a")  # noqa: SIM115 - held until the block ends
+    try:
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DatasetError(busy_message) from None
+        yield
+    finally:
+        handle.close()

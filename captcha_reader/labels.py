@@ -1,0 +1,110 @@
+"""Labels and the charset: file names or a labels.csv give the labels; the charset maps them to classes."""
+
+import csv
+from pathlib import Path
+from typing import Union
+
+from captcha_reader.base import (
+    BLANK_INDEX,
+    WIDTH_PER_TIME_STEP,
+    DatasetError,
+    ModelSpec,
+)
+from captcha_reader.images import IMAGE_EXTENSIONS
+
+LABELS_CSV = "labels.csv"
+
+
+# ---------------------------------------------------------------------------
+# Labels: from file names, or from a labels.csv that overrides them
+# ---------------------------------------------------------------------------
+
+
+def label_from_filename(path: Union[str, Path]) -> str:
+    """The label of a file: its stem, or the part of it before the first `_`."""
+    return Path(path).stem.split("_", 1)[0]
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a regular file with an accepted image extension (any case)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
+def list_images(folder: Union[str, Path]) -> list[Path]:
+    """The image files directly inside `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise DatasetError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder")
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
+
+
+def read_labels_csv(csv_path: Path) -> dict[str, str]:
+    """Map file name to label from a `path,label` CSV file (a header row is optional)."""
+    labels = {}
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        for line_number, row in enumerate(csv.reader(handle), start=1):
+            if not row or (line_number == 1 and row == ["path", "label"]):
+                continue
+            if len(row) != 2 or not row[1]:
+                raise DatasetError(f"{csv_path}:{line_number}: expected `path,label`, got {row!r}")
+            labels[Path(row[0]).name] = row[1]
+    return labels
+
+
+def list_labelled_images(folder: Union[str, Path]) -> list[tuple[Path, str]]:
+    """(path, label) for every image in `folder`; `labels.csv` there overrides file names."""
+    paths = list_images(folder)
+    csv_path = Path(folder) / LABELS_CSV
+    if not csv_path.is_file():
+        return [(p, label_from_filename(p)) for p in paths]
+    overrides = read_labels_csv(csv_path)
+    return [(p, overrides.get(p.name, label_from_filename(p))) for p in paths]
+
+
+# ---------------------------------------------------------------------------
+# Charset: characters <-> class indices (0 is the CTC blank)
+# ---------------------------------------------------------------------------
+
+
+def charset_from_labels(labels: list[str]) -> str:
+    """The sorted set of characters used by `labels`."""
+    return "".join(sorted(set("".join(labels))))
+
+
+def extend_charset(charset: str, labels: list[str]) -> str:
+    """`charset` followed by the characters of `labels` it lacks, sorted: old classes keep their indices."""
+    return charset + "".join(sorted(set("".join(labels)) - set(charset)))
+
+
+def encode_label(label: str, charset: str) -> list[int]:
+    """Class indices of `label`'s characters (1-based: 0 is the blank)."""
+    return [charset.index(c) + 1 for c in label]
+
+
+def decode_indices(indices, charset: str) -> str:
+    """Text for a sequence of class indices, skipping the blank."""
+    return "".join(charset[i - 1] for i in indices if i != BLANK_INDEX)
+
+
+def chars_outside(label: str, charset: str) -> str:
+    """The characters of `label` that `charset` lacks, each once, in order."""
+    return "".join(dict.fromkeys(c for c in label if c not in charset))
+
+
+def min_time_steps(label: str) -> int:
+    """Fewest CTC time steps that can emit `label`: a blank must separate repeated characters."""
+    repeats = sum(a == b for a, b in zip(label, label[1:]))
+    return len(label) + repeats
+
+
+def check_time_steps(labels: list[str], spec: ModelSpec) -> None:
+    """Fail early when a label needs more CTC time steps than the geometry gives."""
+    longest = max(labels, key=min_time_steps)
+    needed = min_time_steps(longest)
+    if needed > spec.time_steps:
+        raise DatasetError(
+            f"label {longest!r} needs {needed} CTC time steps but a {spec.width}-pixel-wide input gives"
+            f" {spec.time_steps}; use --img-width {needed * WIDTH_PER_TIME_STEP} or more"
+        )

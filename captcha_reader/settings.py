@@ -1,0 +1,108 @@
+"""Training settings: one frozen object, resolved once from the command line (or built in Python).
+
+`TrainingSettings` is what the user asked for; `plan_training` turns it, with the size of
+the data, into the `TrainingPlan` that runs (batch size, epochs, patience, augmentation).
+"""
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from captcha_reader.base import DatasetError
+
+DEFAULT_DATA_DIR = "captcha_images"
+DEFAULT_MODEL = "model/ocr_captcha.keras"
+DEFAULT_IMG_HEIGHT = 48
+DEFAULT_EPOCHS = 15
+DEFAULT_PATIENCE = 5
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_LEARNING_RATE = 2e-3
+DEFAULT_SEED = 1337
+DEFAULT_VAL_SPLIT = 0.1
+STRATEGIES = ("auto", "mirrored", "multiworker")
+# Training sees at least this many images (3,000 steps of 32): small datasets get more epochs.
+MIN_TRAINING_IMAGES = 96_000
+MAX_AUTO_EPOCHS = 300
+# Below this many training images, unless settings say otherwise: augmentation on, and batches
+# of SMALL_DATA_BATCH_SIZE, whose extra optimizer steps per epoch shorten the CTC loss plateau.
+SMALL_DATA_BELOW = 2000
+SMALL_DATA_BATCH_SIZE = 16
+# Three poolings halve the height: a smaller input leaves the network no rows to read.
+MIN_IMG_HEIGHT = 8
+# Settings that do not change what a run computes: left out of the key that lets a run resume.
+NOT_IN_RUN_KEY = ("model", "test_dir", "restart", "verbose")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Everything that decides a training run; None means "decided from the data" (see plan_training)."""
+
+    data_dir: str = DEFAULT_DATA_DIR
+    model: str = DEFAULT_MODEL
+    init_from: str | None = None
+    test_dir: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    patience: int | None = None
+    seed: int = DEFAULT_SEED
+    val_split: float = DEFAULT_VAL_SPLIT
+    img_height: int = DEFAULT_IMG_HEIGHT
+    img_width: int | None = None
+    augment: bool | None = None
+    strategy: str = "auto"
+    restart: bool = False
+    verbose: int = 1
+
+    def __post_init__(self) -> None:
+        """Refuse settings no run can use, with the setting's name."""
+        for name in ("epochs", "batch_size", "patience", "img_width"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise DatasetError(f"{name} must be at least 1, got {value}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise DatasetError(f"learning rate must be a positive number, got {self.learning_rate}")
+        if self.seed < 0:
+            raise DatasetError(f"seed must be 0 or more, got {self.seed}")
+        if not 0 <= self.val_split <= 0.9:
+            raise DatasetError(f"validation split must be between 0 and 0.9, got {self.val_split}")
+        if self.img_height < MIN_IMG_HEIGHT:
+            raise DatasetError(f"image height must be at least {MIN_IMG_HEIGHT}, got {self.img_height}")
+        if self.strategy not in STRATEGIES:
+            raise DatasetError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+
+    def run_fields(self) -> dict:
+        """The settings that change what a run computes, for the key that lets it resume."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_IN_RUN_KEY}
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What a run does, resolved from the settings and the number of training images."""
+
+    batch_size: int
+    epochs: int
+    patience: int
+    augment: bool
+
+    def to_dict(self) -> dict:
+        """Plain-dict form, for logs and JSON."""
+        return asdict(self)
+
+
+def plan_training(settings: TrainingSettings, n_train: int) -> TrainingPlan:
+    """Batch size, epochs, patience and augmentation from the settings and the data size.
+
+    CTC training first sits on a loss plateau that only optimizer steps end. Small datasets
+    therefore get batches of 16 (twice the steps per epoch) and as many epochs as make
+    MIN_TRAINING_IMAGES images seen, at least DEFAULT_EPOCHS; and augmentation against overfitting.
+    Their validation sets are small and their validation loss is noisy, so early stopping
+    waits a quarter of the planned epochs (benchmarks/levers.md).
+    """
+    small = n_train < SMALL_DATA_BELOW
+    epochs = settings.epochs or max(DEFAULT_EPOCHS, min(MAX_AUTO_EPOCHS, math.ceil(MIN_TRAINING_IMAGES / max(1, n_train))))
+    return TrainingPlan(
+        batch_size=settings.batch_size or (SMALL_DATA_BATCH_SIZE if small else DEFAULT_BATCH_SIZE),
+        epochs=epochs,
+        patience=settings.patience or max(DEFAULT_PATIENCE, epochs // 4),
+        augment=small if settings.augment is None else settings.augment,
+    )

@@ -1,0 +1,33 @@
+"""captcha_reader.audit: out-of-fold label probabilities rank mislabelled files first."""
+
+import json
+
+import numpy as np
+
+import ocr_captcha
+from captcha_reader.audit import label_probabilities
+from captcha_reader.base import ModelSpec
+from captcha_reader.data import encode_labels
+from captcha_reader.model import build_model
+
+
+def test_audit_ranks_every_file_lowest_probability_first(tiny_data, tmp_path, capsys):
+    report = tmp_path / "audit.json"
+    assert ocr_captcha.main(["--audit", str(tiny_data), "--folds", "2", "--epochs", "1", "--img-height", "24",
+                             "--model", str(tmp_path / "m.keras"), "--report", str(report), "--verbose", "0"]) == 0
+    ranking = json.loads(report.read_text())
+    assert len(ranking) == 64 and {r["path"] for r in ranking} == {str(p) for p in tiny_data.iterdir()}
+    assert all(set(r) == {"path", "label", "pred", "p_label"} for r in ranking)
+    probabilities = [r["p_label"] for r in ranking]
+    assert probabilities == sorted(probabilities) and all(0.0 <= p <= 1.0 for p in probabilities)
+    assert (tmp_path / "audit.png").stat().st_size > 0
+    assert not (tmp_path / "m.keras").exists(), "the audit never writes a model"
+    assert "fold 2/2" in capsys.readouterr().out
+
+
+def test_label_probabilities_match_a_confident_path():
+    spec = ModelSpec("01", 8, 16, 2)
+    model = build_model(spec)
+    labels = encode_labels(["01", "10"], spec)
+    probabilities = label_probabilities(model, np.zeros((2, 8, 16), np.float32), labels)
+    assert probabilities.shape == (2,) and np.all((probabilities > 0) & (probabilities < 1))

@@ -1,0 +1,36 @@
+"""captcha_reader.data: a labelled folder as arrays, its geometry and its seeded split."""
+
+import shutil
+
+import numpy as np
+
+from captcha_reader.data import infer_spec, labelled_items, load_images, split_indices
+from captcha_reader.labels import list_labelled_images
+
+
+def test_split_is_seeded_and_disjoint():
+    train, val = split_indices(100, 0.1, seed=5)
+    again = split_indices(100, 0.1, seed=5)
+    other = split_indices(100, 0.1, seed=6)
+    assert len(val) == 10 and len(train) == 90
+    assert set(train).isdisjoint(val) and set(train) | set(val) == set(range(100))
+    assert np.array_equal(val, again[1]) and not np.array_equal(val, other[1])
+
+
+def test_labels_csv_feeds_training(tiny_data, tmp_path):
+    folder = tmp_path / "csv"
+    shutil.copytree(tiny_data, folder)
+    names = sorted(p.name for p in folder.iterdir())
+    (folder / "labels.csv").write_text(f"path,label\n{names[0]},A_b\n{names[1]},x/y\n")
+    items = labelled_items(folder)
+    spec = infer_spec(items, 48, None)
+    data = load_images(items, spec)
+    assert "A_b" in data.labels and "x/y" in data.labels
+    assert {"A", "_", "b", "x", "/", "y"} <= set(spec.charset)
+
+
+def test_geometry_flags_and_inference(tiny_data):
+    items = list_labelled_images(tiny_data)
+    assert infer_spec(items, 48, None).width == 128  # 160x60 images: median aspect 2.67
+    spec = infer_spec(items, 30, 200)
+    assert (spec.height, spec.width) == (30, 200)

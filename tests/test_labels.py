@@ -1,0 +1,59 @@
+"""captcha_reader.labels: labels from file names and labels.csv, the charset, CTC time steps."""
+
+
+import pytest
+
+from captcha_reader.base import BLANK_INDEX, DatasetError, ModelSpec
+from captcha_reader.labels import (
+    charset_from_labels,
+    check_time_steps,
+    decode_indices,
+    encode_label,
+    label_from_filename,
+    list_images,
+    list_labelled_images,
+    min_time_steps,
+)
+
+
+@pytest.mark.parametrize("name, label", [
+    ("0427.png", "0427"), ("0427_13.png", "0427"), ("dir/ab_c_d.JPG", "ab"), ("x.y.png", "x.y"),
+])
+def test_label_from_filename(name, label):
+    assert label_from_filename(name) == label
+
+
+def test_list_images_filters_and_sorts(tmp_path):
+    for name in ["b.PNG", "a.jpg", "c.webp", "notes.txt", "d.Jpeg", "e.gif", "f.bmp"]:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.png").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.PNG", "c.webp", "d.Jpeg", "e.gif", "f.bmp"]
+
+
+def test_labels_csv_overrides_file_names(tmp_path):
+    for name in ["1.png", "2.png", "0000_3.png"]:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "labels.csv").write_text("path,label\n1.png,a_b\n2.png,A/B:\n")
+    assert [(p.name, label) for p, label in list_labelled_images(tmp_path)] == [
+        ("0000_3.png", "0000"), ("1.png", "a_b"), ("2.png", "A/B:")]
+
+
+def test_charset_round_trip():
+    labels = ["0427", "9x1", "zz"]
+    charset = charset_from_labels(labels)
+    assert charset == "012479xz"
+    for label in labels:
+        indices = encode_label(label, charset)
+        assert BLANK_INDEX not in indices
+        assert decode_indices(indices, charset) == label
+
+
+@pytest.mark.parametrize("label, steps", [("0427", 4), ("1111", 7), ("1122", 6), ("", 0)])
+def test_min_time_steps_counts_repeats(label, steps):
+    assert min_time_steps(label) == steps
+
+
+def test_check_time_steps_names_the_label():
+    spec = ModelSpec("01", 32, 16, 4)
+    with pytest.raises(DatasetError, match="'0011'"):
+        check_time_steps(["01", "0011"], spec)
