@@ -11,21 +11,19 @@ Writes the table into benchmarks/results.json ("levers"); run.py renders it.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import COMMITTED_RESULTS, load_results, machine, save_results
+from keras_example import build_keras_example
 
-ROOT = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT.parent), str(ROOT)]
+from captcha_reader.base import ModelSpec
+from captcha_reader.model import build_model, fold_batch_norm
+from captcha_reader.tf_import import keras
 
-import ocr_captcha  # noqa: E402
-from ocr_captcha import keras, layers  # noqa: E402
-from ocr_core import ModelSpec  # noqa: E402
-from run import build_keras_example, machine  # noqa: E402
-
+layers = keras.layers
 DIGITS = "0123456789"
 
 
@@ -65,15 +63,15 @@ def main() -> int:
     """Time every variant and record the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", default=str(ROOT))
+    parser.add_argument("--out", default=str(COMMITTED_RESULTS))
     args = parser.parse_args()
     ours = ModelSpec(DIGITS, 48, 128, 4)  # the geometry infer_spec picks for the shipped 160x60 images
-    c = ocr_captcha.build_model(ours)
+    c = build_model(ours)
     variants = {
         "B: Keras example + BatchNorm, 50x200": (build_keras_example(ModelSpec(DIGITS, 50, 200, 4), True), 50, 200),
         "C as saved (BatchNorm layers)": (c, 48, 128),
-        "C, BatchNorm folded (what Reader runs)": (ocr_captcha.fold_batch_norm(c), 48, 128),
-        "C, folded, called as model(x)": (ocr_captcha.fold_batch_norm(c), 48, 128),
+        "C, BatchNorm folded (what Reader runs)": (fold_batch_norm(c), 48, 128),
+        "C, folded, called as model(x)": (fold_batch_norm(c), 48, 128),
         "C with 32/64/96 filters": (crnn_variant(ours, (32, 64, 96)), 48, 128),
         "C without the path from the columns to the logits": (crnn_variant(ours, columns_to_logits=False), 48, 128),
         "C with GRU instead of LSTM": (crnn_variant(ours, recurrent=layers.GRU), 48, 128),
@@ -87,10 +85,10 @@ def main() -> int:
                        "params": int(model.count_params())}
         print(f"{name}: {table[name]['images_per_s']:.0f} images/s", flush=True)
     results_path = Path(args.out) / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results = load_results(results_path)
     results["levers"] = {"command": "python benchmarks/levers.py " + " ".join(sys.argv[1:]), "machine": machine(),
                          "variants": table}
-    results_path.write_text(json.dumps(results, indent=2) + "\n")
+    save_results(results_path, results)
     return 0
 
 

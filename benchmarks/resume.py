@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import COMMITTED_RESULTS, ROOT, load_results, save_results
 
-import ocr_core  # noqa: E402
+from captcha_reader.labels import list_images
 
 
 def train_command(data: Path, model: Path, epochs: int) -> list[str]:
@@ -42,13 +41,13 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=8000)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--kill-after", type=int, default=5)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks"))
+    parser.add_argument("--out", default=str(COMMITTED_RESULTS))
     args = parser.parse_args()
     work = Path(args.out) / "work" / "resume"
     shutil.rmtree(work, ignore_errors=True)
     data = work / "data"
     data.mkdir(parents=True)
-    for path in ocr_core.list_images(ROOT / "captcha_images")[: args.count]:
+    for path in list_images(ROOT / "captcha_images")[: args.count]:
         (data / path.name).symlink_to(path)
 
     straight = work / "straight" / "m.keras"
@@ -77,9 +76,9 @@ def main() -> int:
     }
     result["difference_points"] = round(100 * (result["val_seq_acc_interrupted"] - result["val_seq_acc_uninterrupted"]), 2)
     results_path = Path(args.out) / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results = load_results(results_path)
     results["resume"] = {"command": "python benchmarks/resume.py " + " ".join(sys.argv[1:]), **result}
-    results_path.write_text(json.dumps(results, indent=2) + "\n")
+    save_results(results_path, results)
     print(json.dumps(result, indent=2))
     return 0
 
