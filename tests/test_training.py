@@ -1,5 +1,6 @@
 """captcha_reader.training: outputs of a run, fine-tuning, augmentation, the plan, resuming and locking."""
 
+import dataclasses
 import errno
 import json
 import shutil
@@ -31,6 +32,7 @@ from captcha_reader.training import (
     compile_model,
     fit,
     make_dataset,
+    run_key,
     save_model,
     scratch_dir,
 )
@@ -239,3 +241,41 @@ def test_second_training_on_the_same_model_stops_at_once(tiny_data, tmp_path, ca
     assert not model_path.exists()
     assert train_one_epoch(tmp_path, tiny_data) == 0  # the lock goes with the run that held it
     assert model_path.exists()
+
+
+KEY_CASES = [
+    ("data_dir", "elsewhere"), ("init_from", "base.keras"), ("epochs", 7), ("batch_size", 8),
+    ("learning_rate", 1e-3), ("patience", 9), ("seed", 1), ("val_split", 0.2), ("img_height", 32),
+    ("img_width", 64), ("augment", True), ("strategy", "mirrored"),
+]
+
+
+@pytest.mark.parametrize("field, other", KEY_CASES)
+def test_every_setting_that_changes_a_run_changes_its_backup_key(field, other, tmp_path):
+    (tmp_path / "base.keras").write_bytes(b"a model")
+    spec = ModelSpec("0123456789", 48, 128, 4)
+    first = TrainingSettings(data_dir=str(tmp_path / "data"))
+    changed = dataclasses.replace(first, **{field: str(tmp_path / other) if field == "init_from" else other})
+    assert run_key(["a.png\t1234\t100"], first, spec) != run_key(["a.png\t1234\t100"], changed, spec)
+
+
+def test_a_new_start_model_under_the_same_path_is_a_new_run(tmp_path):
+    start = tmp_path / "base.keras"
+    start.write_bytes(b"one model")
+    settings = TrainingSettings(init_from=str(start))
+    spec = ModelSpec("0123456789", 48, 128, 4)
+    before = run_key([], settings, spec)
+    start.write_bytes(b"another model, trained since")
+    assert run_key([], settings, spec) != before
+
+
+def test_settings_that_only_change_output_keep_the_key():
+    spec = ModelSpec("0123456789", 48, 128, 4)
+    first = TrainingSettings()
+    same = dataclasses.replace(first, model="other.keras", test_dir="tests", restart=True, verbose=0)
+    assert run_key([], first, spec) == run_key([], same, spec)
+
+
+def test_the_key_test_covers_every_setting_that_changes_a_run():
+    covered = {field for field, _ in KEY_CASES}
+    assert covered == set(TrainingSettings().run_fields())
