@@ -19,7 +19,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from captcha_reader import distributed, records
-from captcha_reader.base import ModelSpec
+from captcha_reader.base import DatasetError, ModelSpec, UserError
 from captcha_reader.data import (
     check_bad_files,
     encode_labels,
@@ -49,6 +49,7 @@ from captcha_reader.model import (
 )
 from captcha_reader.settings import TrainingPlan, TrainingSettings, plan_training
 from captcha_reader.tf_import import keras, tf
+from captcha_reader.verdict import judge_validation
 
 layers = keras.layers
 
@@ -296,6 +297,16 @@ def save_model(model: keras.Model, path: Path) -> None:
     write_atomically(path, lambda tmp: inference_model.save(tmp))
 
 
+def existing_score(model_path: Path) -> float:
+    """The validation sequence accuracy recorded in the model already at `model_path`, or -1 if none is usable."""
+    if not model_path.is_file():
+        return -1.0
+    try:
+        return float(load_keras_reader(model_path).validation.get("seq_acc", -1.0))
+    except UserError:
+        return -1.0
+
+
 def train(settings: TrainingSettings) -> KerasReader | None:
     """Train on a labelled folder (or TFRecord shards) and save the model, its split, log and plots.
 
@@ -356,6 +367,12 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     model_info(model).validation = {"seq_acc": seq_acc, "cer": cer, "n": len(data.val_labels)}
     print(f"validation: sequence accuracy {seq_acc:.4f}, character error rate {cer:.4f} "
           f"({len(data.val_labels)} images, {seconds:.0f} s of training)")
+    verdict = judge_validation(data.val_labels, [r.text for r in readings], data.val_images, data.spec)
+    print("\n".join(verdict.lines))
+    if verdict.learned_nothing and existing_score(model_path) > seq_acc:
+        shutil.rmtree(scratch_dir(model_path), ignore_errors=True)  # nothing worth resuming
+        raise DatasetError(f"training learned nothing, so the better model already in {model_path} was kept; "
+                           "see the likely causes above")
 
     save_model(model, model_path)
     shutil.move(str(work / "training_log.csv"), model_path.with_name("training_log.csv"))

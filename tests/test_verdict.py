@@ -1,0 +1,68 @@
+"""captcha_reader.verdict: the confidence interval, confused characters, and runs that learned nothing."""
+
+import numpy as np
+import pytest
+
+import ocr_captcha
+from captcha_reader.base import ModelSpec
+from captcha_reader.model import load_keras_reader, model_info
+from captcha_reader.verdict import (
+    confusions,
+    ink_width,
+    judge_validation,
+    likely_causes,
+    wilson_interval,
+)
+
+SPEC = ModelSpec("0123456789", 48, 128, 4)
+
+
+def test_wilson_interval_is_wide_for_few_images_and_narrow_for_many():
+    low, high = wilson_interval(99, 100)
+    assert low < 0.97 < 0.99 < high  # 100 images cannot tell 97% from 99%
+    low, high = wilson_interval(9900, 10000)
+    assert 0.987 < low < 0.99 < high < 0.993
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_confusions_count_character_swaps_and_wrong_lengths():
+    pairs = confusions(["B8S5", "1234", "7885", "0000"], ["88S5", "1234", "78885", "0000"])
+    assert pairs[("B", "8")] == 1 and pairs[("(length)", "4->5")] == 1 and sum(pairs.values()) == 2
+
+
+def test_small_validation_sets_get_a_warning_and_the_confusions():
+    verdict = judge_validation(["1234"] * 50, ["1234"] * 49 + ["1284"], np.ones((50, 48, 128)), SPEC)
+    text = "\n".join(verdict.lines)
+    assert not verdict.learned_nothing
+    assert "cannot tell" in text and "3->8 x1" in text
+
+
+def test_one_reading_for_every_image_is_a_run_that_learned_nothing():
+    truths = [f"{i:04d}" for i in range(40)]
+    verdict = judge_validation(truths, ["8364"] * 40, np.ones((40, 48, 128)), SPEC)
+    assert verdict.learned_nothing
+    assert any(line.startswith("likely cause") for line in verdict.lines)
+
+
+def test_likely_causes_name_what_they_can_check():
+    images = np.ones((4, 48, 128), np.float32)
+    images[:, 20:28, 0:20] = 0.0  # text in a sixth of the width
+    assert ink_width(images) == pytest.approx(20 / 128)
+    causes = " ".join(likely_causes(["same"] * 4, images, ModelSpec("aems", 16, 16, 4)))
+    assert "same label" in causes and "crop" in causes and "--img-width" in causes and "--img-height" in causes
+
+
+def test_a_run_that_learned_nothing_keeps_the_better_model(trained_model, tiny_data, tmp_path, capsys):
+    model_path = tmp_path / "m.keras"
+    better = load_keras_reader(trained_model).model
+    model_info(better).validation = {"seq_acc": 0.9, "cer": 0.02, "n": 100}
+    better.save(model_path)
+    before = model_path.read_bytes()
+    status = ocr_captcha.main(["--data-dir", str(tiny_data), "--model", str(model_path), "--epochs", "1",
+                               "--verbose", "0"])
+    captured = capsys.readouterr()
+    assert status == 1 and "learned nothing" in captured.out and "likely cause" in captured.out
+    assert captured.err.startswith("error: ") and "better model already in" in captured.err
+    assert "\n" not in captured.err.strip() and "Traceback" not in captured.err
+    assert model_path.read_bytes() == before
+    assert not (tmp_path / "m.training").exists()
