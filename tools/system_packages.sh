@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The Debian packages the tests and tools use beyond pip: Chromium for the browser tests, and the
+# fonts of tools/make_diverse_captchas.py. `--missing` lists only those not installed yet.
+#   sudo apt-get install $(bash tools/system_packages.sh)
+set -euo pipefail
+packages=(chromium)
+if [ "${1:-}" = "--missing" ]; then
+  for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || printf '%s ' "$package"
+  done
+else
+  printf '%s ' "${packages[@]}"
+fi
+echo
