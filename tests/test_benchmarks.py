@@ -27,3 +27,16 @@ def test_quick_benchmark_writes_results(tmp_path):
     markdown = (tmp_path / "RESULTS.md").read_text()
     assert "| C |" in markdown and "Label audit" in markdown and "light runtime" in markdown
     assert "Leaving the CTC loss plateau" in markdown
+
+
+def test_quick_decoding_benchmark_compares_the_decoders(trained_model, tmp_path):
+    out = tmp_path / "decoding.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "decoding.py"), "--quick",
+                             "--model", str(trained_model), "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["count"] == 64 and results["quick"] and results["model_lengths"] == [4, 4]
+    assert results["decoders"]["format"]["other_length"] == 0
+    assert all(row["decode_images_per_s"] > 0 and 0 <= row["seq_acc"] <= 1 for row in results["decoders"].values())
+    assert "| format |" in result.stdout and "| greedy |" in result.stdout
