@@ -2,6 +2,7 @@
 
     python benchmarks/decoding.py --model /work/artifacts/default/ocr_captcha.keras
     python benchmarks/decoding.py --model MODEL --quick          # smoke run: 64 images, JSON to /tmp
+    python benchmarks/decoding.py --model OLD_MODEL --length 4    # a model saved before it recorded its lengths
 
 The test images are made with `tools/make_captchas.py --count 1000 --seed 2026` (the shipped
 family; seed 0 is its training set) unless --test-dir names a labelled folder. The network
@@ -26,7 +27,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 import make_captchas  # noqa: E402
 
 from captcha_reader.data import labelled_items, load_images  # noqa: E402
-from captcha_reader.decoding import decode, model_format, score  # noqa: E402
+from captcha_reader.decoding import (  # noqa: E402
+    TextFormat,
+    decode,
+    parse_lengths,
+    resolve_format,
+    score,
+)
 from captcha_reader.readers import open_reader  # noqa: E402
 from captcha_reader.settings import DEFAULT_MODEL  # noqa: E402
 
@@ -42,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-dir", type=Path, help="labelled test folder (default: fresh captchas, seed 2026)")
     parser.add_argument("--count", type=int, default=1000, help="fresh captchas to make (default 1000)")
     parser.add_argument("--seed", type=int, default=2026, help="seed of the fresh captchas (default 2026)")
+    parser.add_argument("--length", type=parse_lengths,
+                        help="lengths for format-aware decoding, 4 or 4-6 (default: the model's training lengths)")
     parser.add_argument("--repeats", type=int, default=7, help="timings per measurement (default 7)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 images, 2 repeats, JSON in the temp folder")
     parser.add_argument("--out", type=Path, help=f"JSON results (default {DEFAULT_OUT}; with --quick {QUICK_OUT})")
@@ -87,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         reader = open_reader(args.model)
         data = load_images(labelled_items(test_dir), reader.spec)
     logits = np.concatenate([reader.logits(batch) for batch in batches(data.images)])
-    lengths = model_format(reader.spec).lengths
-    texts = {name: [r.text for r in decode(logits, reader.spec, greedy=name == "greedy")]
-             for name in ("greedy", "format")}
+    text_format = TextFormat(lengths=args.length)
+    lengths = resolve_format(reader.spec, text_format).lengths
+    texts = {"greedy": [r.text for r in decode(logits, reader.spec, greedy=True)],
+             "format": [r.text for r in decode(logits, reader.spec, text_format)]}
     rows = {name: accuracy_row(data.labels, texts[name], lengths) for name in texts}
 
     first = data.images[:BATCH]
@@ -97,19 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     network_s = median_seconds(lambda: reader.logits(first), args.repeats)
     for name in rows:
         greedy = name == "greedy"
-        decode_s = median_seconds(lambda: decode(first_logits, reader.spec, greedy=greedy), args.repeats * 3)
+        decode_s = median_seconds(lambda: decode(first_logits, reader.spec, None if greedy else text_format, greedy),
+                                  args.repeats * 3)
         rows[name]["decode_images_per_s"] = len(first) / decode_s
         rows[name]["read_images_per_s"] = len(first) / (network_s + decode_s)
         rows[name]["decode_ms_per_batch"] = 1000 * decode_s
     results = {
         "model": str(args.model), "test_dir": str(args.test_dir or f"make_captchas --seed {args.seed}"),
-        "count": len(data.labels), "batch": len(first), "model_lengths": list(lengths),
+        "count": len(data.labels), "batch": len(first), "format_lengths": list(lengths),
+        "model_lengths": [reader.spec.min_label_length, reader.spec.max_label_length],
         "network_images_per_s": len(first) / network_s,
         "format_over_greedy_decode_time": rows["format"]["decode_ms_per_batch"] / rows["greedy"]["decode_ms_per_batch"],
         "format_over_greedy_read_speed": rows["format"]["read_images_per_s"] / rows["greedy"]["read_images_per_s"],
         "decoders": rows, "quick": args.quick,
     }
-    print(f"{results['count']} images, model lengths {lengths[0]}-{lengths[1]}, batches of {len(first)}; "
+    print(f"{results['count']} images, format-aware lengths {lengths[0]}-{lengths[1]}, batches of {len(first)}; "
           f"network alone {results['network_images_per_s']:.0f} images/s")
     print("| decoding | seq acc | CER | other length | decode images/s | read images/s |")
     print("|---|---|---|---|---|---|")

@@ -9,8 +9,6 @@ from captcha_reader.base import ModelLoadError, ModelSpec
 from captcha_reader.decoding import Reading, TextFormat, decode, resolve_format
 from captcha_reader.images import ImageSource, read_image
 
-__all__ = ["BaseReader", "Reading", "TextFormat", "existing_model"]
-
 
 class BaseReader:
     """Preprocessing and decoding around a network; subclasses say how to run it (`logits`)."""

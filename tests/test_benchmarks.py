@@ -36,7 +36,7 @@ def test_quick_decoding_benchmark_compares_the_decoders(trained_model, tmp_path)
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert results["count"] == 64 and results["quick"] and results["model_lengths"] == [4, 4]
+    assert results["count"] == 64 and results["quick"] and results["model_lengths"] == results["format_lengths"] == [4, 4]
     assert results["decoders"]["format"]["other_length"] == 0
     assert all(row["decode_images_per_s"] > 0 and 0 <= row["seq_acc"] <= 1 for row in results["decoders"].values())
     assert "| format |" in result.stdout and "| greedy |" in result.stdout
