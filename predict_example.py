@@ -2,14 +2,20 @@
 
     python predict_example.py                          # reads test.png with model/ocr_captcha.keras
     python predict_example.py IMG_OR_DIR [...] [--model PATH] [--json]
-    python predict_example.py --info                   # what the model knows: charset, geometry, scores
+    python predict_example.py --info                   # what the model knows: charset, geometry, lengths, scores
     python predict_example.py test.png --model model/ocr_captcha.onnx   # light runtime, no TensorFlow
+    python predict_example.py IMG --length 4-6 --charset 0123456789      # read another text format
+
+By default a reading has the format of the model's training labels: their lengths
+and charset (a model trained on 4-character labels reads 4 characters). --length
+and --charset change that; --greedy takes the best class at each step instead,
+any length (the decoding of the SavedModel export).
 
 With one image the output is just its text. With several images, or a folder
 (its image files, sorted, not recursive), each line is `path<TAB>text`; with
---json each line is {"path", "text", "confidence"}. An image that cannot be read
-gets a line on stderr (and {"path", "error"} with --json), the others are still
-read, and the exit status is 1.
+--json each line is {"path", "text", "confidence", "char_confidences"}. An image
+that cannot be read gets a line on stderr (and {"path", "error"} with --json),
+the others are still read, and the exit status is 1.
 """
 
 import argparse
@@ -20,7 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
-from captcha_reader.base import DatasetError, ImageReadError, UserError
+from captcha_reader.base import DatasetError, ImageReadError, TextFormatError, UserError
+from captcha_reader.decoding import TextFormat
 from captcha_reader.images import read_image
 from captcha_reader.labels import list_images
 from captcha_reader.readers import RUNTIMES, open_reader
@@ -38,6 +45,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model file (default: {DEFAULT_MODEL})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--info", action="store_true", help="print what the model was trained for and exit")
+    parser.add_argument("--length", help="allowed text length: 4 or a range such as 4-6 "
+                                         "(default: the lengths of the model's training labels)")
+    parser.add_argument("--charset", help="allowed characters, a subset of the model's (default: all of them)")
+    parser.add_argument("--greedy", action="store_true",
+                        help="greedy decoding: the best class at each step, any length and character")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help="keras: TensorFlow; lite: an ONNX export through onnxruntime, without TensorFlow; "
                              "auto (default): lite for an ONNX --model, else keras")
@@ -56,8 +68,17 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], bool]:
     return paths, many
 
 
+def text_format_for(length: str | None, charset: str | None, greedy: bool) -> TextFormat | None:
+    """The text format the command line asks for; None for the model's own (or for greedy decoding)."""
+    if greedy and (length is not None or charset is not None):
+        raise TextFormatError("--greedy reads any length and character: it cannot be combined with --length or --charset")
+    if length is None and charset is None:
+        return None
+    return TextFormat.parse(charset, length)
+
+
 def print_info(reader: BaseReader, as_json: bool) -> None:
-    """Print the model's charset, geometry, longest label, validation scores and format version."""
+    """Print the model's charset, geometry, label lengths, validation scores and format version."""
     info = reader.info()
     if as_json:
         print(json.dumps(info))
@@ -66,7 +87,8 @@ def print_info(reader: BaseReader, as_json: bool) -> None:
         print(f"{key}: {value}")
 
 
-def read_all(reader: BaseReader, paths: list[str]) -> dict[str, object]:
+def read_all(reader: BaseReader, paths: list[str], text_format: TextFormat | None = None,
+             greedy: bool = False) -> dict[str, object]:
     """A reading or an error message for every path, images read in one batch."""
     arrays, results = {}, {}
     for path in paths:
@@ -74,7 +96,8 @@ def read_all(reader: BaseReader, paths: list[str]) -> dict[str, object]:
             arrays[path] = read_image(path, reader.spec.height, reader.spec.width)
         except ImageReadError as error:
             results[path] = str(error)
-    readings = reader.read_arrays(np.stack(list(arrays.values()))) if arrays else []
+    batch = np.stack(list(arrays.values())) if arrays else np.zeros((0, reader.spec.height, reader.spec.width))
+    readings = reader.read_arrays(batch, text_format=text_format, greedy=greedy)
     results.update(zip(arrays, readings))
     return {path: results[path] for path in paths}
 
@@ -89,7 +112,8 @@ def print_results(results: dict[str, object], many: bool, as_json: bool) -> int:
             if as_json:
                 print(json.dumps({"path": path, "error": result}))
         elif as_json:
-            print(json.dumps({"path": path, "text": result.text, "confidence": round(result.confidence, 6)}))
+            print(json.dumps({"path": path, "text": result.text, "confidence": round(result.confidence, 6),
+                              "char_confidences": [round(c, 6) for c in result.char_confidences]}))
         elif many:
             print(f"{path}\t{result.text}")
         else:
@@ -104,14 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths, many = ([], False) if args.info else expand_inputs(args.inputs)
         if args.inputs == [DEFAULT_IMAGE] and not args.info and not Path(DEFAULT_IMAGE).exists():
             raise DatasetError(f"{DEFAULT_IMAGE}: no such file; pass an image path or run from the project folder")
+        text_format = text_format_for(args.length, args.charset, args.greedy)
         reader = open_reader(args.model, args.runtime)
+        if args.info:
+            print_info(reader, args.json)
+            return 0
+        results = read_all(reader, paths, text_format, args.greedy)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if args.info:
-        print_info(reader, args.json)
-        return 0
-    return print_results(read_all(reader, paths), many, args.json)
+    return print_results(results, many, args.json)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ BLANK_INDEX = 0
 # The convolutional stack halves the width twice: one CTC time step per 4 columns.
 WIDTH_PER_TIME_STEP = 4
 # Version of what a saved model carries besides its weights (the ModelInfo layer, the ONNX metadata).
-FORMAT_VERSION = 1
+# 2: the model spec records the shortest training label (min_label_length).
+FORMAT_VERSION = 2
+# The shortest label of models saved before they recorded it: any non-empty reading up to the longest.
+DEFAULT_MIN_LABEL_LENGTH = 1
 
 
 class UserError(ValueError):
@@ -32,14 +35,19 @@ class ModelLoadError(UserError):
     """A model file that is missing, corrupt, or not one of ours."""
 
 
+class TextFormatError(UserError):
+    """A text format (charset, lengths) that the model cannot read: the message says why."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a saved model needs besides its weights: charset and geometry."""
+    """What a saved model needs besides its weights: charset, geometry and the label lengths seen in training."""
 
     charset: str
     height: int
     width: int
     max_label_length: int
+    min_label_length: int = DEFAULT_MIN_LABEL_LENGTH
 
     @property
     def num_classes(self) -> int:

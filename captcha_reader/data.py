@@ -42,7 +42,7 @@ def labelled_items(folder: str | Path) -> list[tuple[Path, str]]:
 
 
 def infer_spec(items: list[tuple[Path, str]], height: int, width: int | None) -> ModelSpec:
-    """Charset, longest label and geometry for a labelled folder (width from the median aspect ratio)."""
+    """Charset, label lengths and geometry for a labelled folder (width from the median aspect ratio)."""
     labels = [label for _, label in items]
     if width is None:
         sizes = []
@@ -57,15 +57,19 @@ def infer_spec(items: list[tuple[Path, str]], height: int, width: int | None) ->
         height=height,
         width=width,
         max_label_length=max(len(label) for label in labels),
+        min_label_length=min(len(label) for label in labels),
     )
 
 
 def spec_for_data(found: ModelSpec, base: ModelSpec | None) -> ModelSpec:
-    """The spec to train: the data's own, or a base model's geometry with its charset extended by the data's."""
+    """The spec to train: the data's own, or a base model's geometry with its charset extended by the data's.
+
+    A fine-tuned model reads the label lengths of its new data: they are what it will be asked to read.
+    """
     if base is None:
         return found
     return ModelSpec(extend_charset(base.charset, [found.charset]), base.height, base.width,
-                     max(base.max_label_length, found.max_label_length))
+                     found.max_label_length, found.min_label_length)
 
 
 def load_images(items: list[tuple[Path, str]], spec: ModelSpec) -> LabelledImages:

@@ -5,7 +5,9 @@
 `--export-lite` writes one ONNX file (Keras' own ONNX export, through tf2onnx) with the
 charset and geometry in its metadata, for `lite.py` and `predict_example.py`.
 `--export-savedmodel DIR` writes DIR/1 for TF Serving: its serving_default signature
-takes encoded images and returns text and confidence, decoded in the graph.
+takes encoded images and returns text and confidence, decoded in the graph. That
+decoding is greedy (any length, any character of the charset), not the format-aware
+decoding of the Python readers (decoding.py), which keeps to the training labels' lengths.
 """
 
 import contextlib
@@ -50,7 +52,11 @@ def export_lite(reader: KerasReader, path: Path) -> None:
 
 
 def export_savedmodel(reader: KerasReader, folder: Path) -> Path:
-    """Write a SavedModel to `folder`/1 whose serving_default reads encoded images into text and confidence."""
+    """Write a SavedModel to `folder`/1 whose serving_default reads encoded images into text and confidence.
+
+    Decoding in the graph is greedy, as `reader.read(..., greedy=True)`: it does not keep to the
+    model's label lengths as the Python readers do by default.
+    """
     spec, model = reader.spec, reader.model
     characters = tf.constant([""] + list(spec.charset))  # the blank (class 0) spells nothing
 

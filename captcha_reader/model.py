@@ -9,7 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from captcha_reader.base import BLANK_INDEX, FORMAT_VERSION, ModelLoadError, ModelSpec
+from captcha_reader.base import (
+    BLANK_INDEX,
+    DEFAULT_MIN_LABEL_LENGTH,
+    FORMAT_VERSION,
+    ModelLoadError,
+    ModelSpec,
+)
 from captcha_reader.reading import BaseReader, existing_model
 from captcha_reader.tf_import import keras
 
@@ -21,11 +27,12 @@ INITIAL_BLANK_LOGIT = 2.0
 
 @keras.saving.register_keras_serializable(package="ocr_captcha")
 class ModelInfo(layers.Layer):
-    """Identity layer that stores the charset, geometry and validation scores in the saved model."""
+    """Identity layer that stores the charset, geometry, label lengths and validation scores in the saved model."""
 
-    def __init__(self, charset, height, width, max_label_length, validation=None, format_version=FORMAT_VERSION, **kwargs):
+    def __init__(self, charset, height, width, max_label_length, validation=None, format_version=FORMAT_VERSION,
+                 min_label_length=DEFAULT_MIN_LABEL_LENGTH, **kwargs):
         super().__init__(**kwargs)
-        self.spec = ModelSpec(charset, int(height), int(width), int(max_label_length))
+        self.spec = ModelSpec(charset, int(height), int(width), int(max_label_length), int(min_label_length))
         self.validation = dict(validation or {})
         self.format_version = int(format_version)
 

@@ -1,20 +1,13 @@
 """Readers: the same reading steps (preprocess, run the network, decode) whatever runs the network."""
 
 from pathlib import Path
-from typing import NamedTuple, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 
 from captcha_reader.base import ModelLoadError, ModelSpec
-from captcha_reader.decoding import greedy_decode, softmax
+from captcha_reader.decoding import Reading, TextFormat, decode, resolve_format
 from captcha_reader.images import ImageSource, read_image
-
-
-class Reading(NamedTuple):
-    """What the model read in one image."""
-
-    text: str
-    confidence: float
 
 
 class BaseReader:
@@ -34,19 +27,27 @@ class BaseReader:
         arrays = [read_image(s, self.spec.height, self.spec.width) for s in sources]
         return np.stack(arrays) if arrays else np.zeros((0, self.spec.height, self.spec.width), np.float32)
 
-    def read_arrays(self, batch: np.ndarray, batch_size: int = 256) -> list[Reading]:
-        """Read a preprocessed batch from `preprocess` or `read_image`."""
-        if len(batch) == 0:
-            return []
-        logits = np.concatenate([self.logits(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)])
-        return [Reading(text, confidence) for text, confidence in greedy_decode(softmax(logits), self.spec.charset)]
+    def read_arrays(self, batch: np.ndarray, batch_size: int = 256, text_format: TextFormat | None = None,
+                    greedy: bool = False) -> list[Reading]:
+        """Read a preprocessed batch from `preprocess` or `read_image`.
 
-    def read(self, sources: Sequence[ImageSource], batch_size: int = 256) -> list[Reading]:
-        """Read images given as paths, bytes, arrays or PIL images."""
-        return self.read_arrays(self.preprocess(sources), batch_size)
+        Readings have the model's own text format (its charset, the label lengths seen in
+        training) unless `text_format` says otherwise; `greedy` reads any length instead.
+        """
+        if not greedy:
+            text_format = resolve_format(self.spec, text_format)  # a bad format fails before the network runs
+        readings: list[Reading] = []
+        for i in range(0, len(batch), batch_size):
+            readings.extend(decode(self.logits(batch[i:i + batch_size]), self.spec, text_format, greedy))
+        return readings
+
+    def read(self, sources: Sequence[ImageSource], batch_size: int = 256, text_format: TextFormat | None = None,
+             greedy: bool = False) -> list[Reading]:
+        """Read images given as paths, bytes, arrays or PIL images (see `read_arrays` for the format)."""
+        return self.read_arrays(self.preprocess(sources), batch_size, text_format, greedy)
 
     def info(self) -> dict:
-        """What the model was trained for: charset, geometry, longest label, validation scores, format."""
+        """What the model was trained for: charset, geometry, label lengths, validation scores, format."""
         return {**self.spec.to_dict(), "validation": self.validation, "format_version": self.format_version}
 
 

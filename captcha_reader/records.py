@@ -14,7 +14,13 @@ export uses too.
 
 import json
 
-from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, width_for
+from captcha_reader.base import (
+    DEFAULT_MIN_LABEL_LENGTH,
+    DatasetError,
+    ImageReadError,
+    ModelSpec,
+    width_for,
+)
 from captcha_reader.data import labelled_items
 from captcha_reader.images import MAX_IMAGE_PIXELS, geometry_for, image_size, read_image
 from captcha_reader.labels import charset_from_labels, min_time_steps
@@ -129,6 +135,7 @@ def pack_folder(source: str, out: str, shards: int, height: int) -> dict:
         raise DatasetError(f"{source}: no readable images among {len(items)} files")
     geometry = geometry_for(sizes, height)
     meta = {"charset": charset_from_labels(good), "max_label_length": max(map(len, good)),
+            "min_label_length": min(map(len, good)),
             "most_time_steps_label": max(good, key=min_time_steps),
             "height": geometry[0], "width": geometry[1], "count": len(good), "shards": shards,
             "bad_files": bad, "source": str(source)}
@@ -150,12 +157,14 @@ def read_meta(folder: str) -> dict:
 
 
 def spec_for(meta: dict, height: int, width: int | None) -> ModelSpec:
-    """The model spec for shards: their charset and longest label; geometry from meta unless overridden."""
+    """The model spec for shards: their charset and label lengths; geometry from meta unless overridden."""
     if width is None and height == meta["height"]:
         width = meta["width"]
     elif width is None:
         width = width_for(height, meta["width"] / meta["height"])
-    return ModelSpec(meta["charset"], height, width, meta["max_label_length"])
+    # Shards packed before meta.json recorded the shortest label allow any length up to the longest.
+    return ModelSpec(meta["charset"], height, width, meta["max_label_length"],
+                     meta.get("min_label_length", DEFAULT_MIN_LABEL_LENGTH))
 
 
 def in_validation(path, val_split: float, seed: int):

@@ -78,7 +78,8 @@ def folder_training_data(settings: TrainingSettings, base_spec: ModelSpec | None
     spec = spec_for_data(infer_spec(items, settings.img_height, settings.img_width), base_spec)
     check_time_steps(labels, spec)
     print(f"{len(items)} images in {settings.data_dir}; charset {spec.charset!r} ({len(spec.charset)}), "
-          f"labels up to {spec.max_label_length}; input {spec.height}x{spec.width}, {spec.time_steps} time steps")
+          f"labels of {spec.min_label_length} to {spec.max_label_length} characters; "
+          f"input {spec.height}x{spec.width}, {spec.time_steps} time steps")
     data = load_images(items, spec)
     check_bad_files(data.bad_files, len(items), settings.data_dir)
     list_bad_files(data.bad_files, Path(settings.model).with_name("bad_files.txt"))
@@ -98,7 +99,8 @@ def shard_training_data(settings: TrainingSettings, base_spec: ModelSpec | None)
     spec = spec_for_data(records.spec_for(meta, settings.img_height, settings.img_width), base_spec)
     check_time_steps([meta["most_time_steps_label"]], spec)
     print(f"{meta['count']} images in {meta['shards']} shards in {settings.data_dir}; charset {spec.charset!r}, "
-          f"labels up to {spec.max_label_length}; input {spec.height}x{spec.width}, {spec.time_steps} time steps")
+          f"labels of {spec.min_label_length} to {spec.max_label_length} characters; "
+          f"input {spec.height}x{spec.width}, {spec.time_steps} time steps")
     examples = records.examples(settings.data_dir, spec)
 
     def held_out(image: tf.Tensor, label: tf.Tensor, path: tf.Tensor) -> tf.Tensor:

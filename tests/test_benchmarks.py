@@ -41,3 +41,16 @@ def test_committed_results_render(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     markdown = (tmp_path / "RESULTS.md").read_text()
     assert "Label audit" in markdown and "Leaving the CTC loss plateau" in markdown and "Two local workers" in markdown
+
+
+def test_quick_decoding_benchmark_compares_the_decoders(trained_model, tmp_path):
+    out = tmp_path / "decoding.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "decoding.py"), "--quick",
+                             "--model", str(trained_model), "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["count"] == 64 and results["quick"] and results["model_lengths"] == results["format_lengths"] == [4, 4]
+    assert results["decoders"]["format"]["other_length"] == 0
+    assert all(row["decode_images_per_s"] > 0 and 0 <= row["seq_acc"] <= 1 for row in results["decoders"].values())
+    assert "| format |" in result.stdout and "| greedy |" in result.stdout

@@ -4,7 +4,14 @@ import shutil
 
 import numpy as np
 
-from captcha_reader.data import infer_spec, labelled_items, load_images, split_indices
+from captcha_reader.base import ModelSpec
+from captcha_reader.data import (
+    infer_spec,
+    labelled_items,
+    load_images,
+    spec_for_data,
+    split_indices,
+)
 from captcha_reader.labels import list_labelled_images
 
 
@@ -27,6 +34,14 @@ def test_labels_csv_feeds_training(tiny_data, tmp_path):
     data = load_images(items, spec)
     assert "A_b" in data.labels and "x/y" in data.labels
     assert {"A", "_", "b", "x", "/", "y"} <= set(spec.charset)
+    assert (spec.min_label_length, spec.max_label_length) == (3, 4)
+
+
+def test_fine_tuned_spec_takes_the_lengths_of_its_new_data():
+    base = ModelSpec("0123456789", 48, 128, 4, 4)
+    found = ModelSpec("ab", 30, 90, 7, 5)
+    spec = spec_for_data(found, base)
+    assert spec == ModelSpec("0123456789ab", 48, 128, 7, 5)
 
 
 def test_geometry_flags_and_inference(tiny_data):

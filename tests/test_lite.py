@@ -10,7 +10,7 @@ from conftest import ROOT
 
 import ocr_captcha
 from captcha_reader.base import ModelLoadError
-from captcha_reader.lite import is_lite_model, load_lite_reader
+from captcha_reader.lite import LiteReader, is_lite_model, load_lite_reader
 
 
 @pytest.fixture(scope="session")
@@ -24,8 +24,19 @@ def lite_model(trained_model, tmp_path_factory):
 def test_export_is_one_file_with_spec_and_scores(lite_model, reader):
     assert [p.name for p in lite_model.parent.iterdir()] == ["tiny.onnx"]
     lite = load_lite_reader(lite_model)
-    assert lite.spec == reader.spec
+    assert lite.spec == reader.spec and lite.spec.min_label_length == 4
     assert lite.validation == reader.validation and lite.format_version == reader.format_version
+
+
+def test_metadata_without_label_lengths_still_loads():
+    class Session:
+        """Just enough of an onnxruntime session to build a reader."""
+
+        def get_inputs(self):
+            return [type("Input", (), {"name": "image"})]
+
+    metadata = {"spec": {"charset": "01", "height": 8, "width": 16, "max_label_length": 3}, "format_version": 1}
+    assert LiteReader(Session(), metadata).spec.min_label_length == 1
 
 
 def test_lite_reads_like_keras(lite_model, reader, tiny_data):

@@ -58,7 +58,7 @@ def test_in_graph_metric_decoding_matches_numpy_decoding():
     charset = "abc"
     spec = ModelSpec(charset, 8, 40, 10)
     logits = np.random.default_rng(0).normal(0, 3, (200, 10, 4)).astype(np.float32)
-    texts = [text for text, _ in greedy_decode(softmax(logits), charset)]
+    texts = [reading.text for reading in greedy_decode(softmax(logits), charset)]
     readable = [i for i, t in enumerate(texts) if t]  # an empty label has no characters to encode
     distances, _ = greedy_edit_distances(encode_labels([texts[i] for i in readable], spec),
                                                      logits[readable])
@@ -66,10 +66,33 @@ def test_in_graph_metric_decoding_matches_numpy_decoding():
 
 
 def test_saved_model_carries_spec_and_loads_in_safe_mode(trained_model, reader):
-    assert reader.spec == ModelSpec("0123456789", 48, 128, 4)
+    assert reader.spec == ModelSpec("0123456789", 48, 128, 4, 4)
     assert set(reader.validation) == {"seq_acc", "cer", "n"}
     model = keras.saving.load_model(trained_model, safe_mode=True)
     assert model_info(model).spec == reader.spec
+
+
+def without_key(config, key: str):
+    """A JSON-like value with every dict entry named `key` removed, at any depth."""
+    if isinstance(config, dict):
+        return {k: without_key(v, key) for k, v in config.items() if k != key}
+    if isinstance(config, list):
+        return [without_key(v, key) for v in config]
+    return config
+
+
+def test_model_saved_without_label_lengths_still_loads(trained_model, reader, tmp_path):
+    old = tmp_path / "old.keras"
+    with zipfile.ZipFile(trained_model) as source, zipfile.ZipFile(old, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                data = json.dumps(without_key(json.loads(data), "min_label_length")).encode()
+            target.writestr(item, data)
+    assert b"min_label_length" not in zipfile.ZipFile(old).read("config.json")
+    again = open_reader(old)
+    assert again.spec == ModelSpec("0123456789", 48, 128, 4, 1)
+    assert all(1 <= len(r.text) <= 4 for r in again.read_arrays(np.random.default_rng(0).random((8, 48, 128))))
 
 
 def test_save_load_predict_identical(trained_model, reader, tiny_data):

@@ -6,8 +6,9 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
-from helpers import bomb_png
+from helpers import bomb_png, one_error_line
 
 import predict_example
 
@@ -41,6 +42,8 @@ def test_cli_folder_json_with_a_bad_file(trained_model, tiny_data, tmp_path, rea
     expected = reader.read([row["path"] for row in good])
     assert [(r["text"], r["confidence"]) for r in good] == [(e.text, round(e.confidence, 6)) for e in expected]
     assert all(0.0 <= r["confidence"] <= 1.0 for r in good)
+    assert all(len(r["char_confidences"]) == len(r["text"]) == 4 for r in good)
+    assert all(0.0 <= c <= 1.0 for r in good for c in r["char_confidences"])
     assert result.stderr.count("error:") == 2
 
 
@@ -55,8 +58,30 @@ def test_info_reports_the_model(trained_model, capsys):
     assert predict_example.main(["--info", "--json", "--model", str(trained_model)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["charset"] == "0123456789" and info["height"] == 48 and info["width"] == 128
-    assert info["max_label_length"] == 4 and info["format_version"] == 1
+    assert info["min_label_length"] == info["max_label_length"] == 4 and info["format_version"] == 2
     assert set(info["validation"]) == {"seq_acc", "cer", "n"}
+
+
+def test_length_charset_and_greedy_flags(trained_model, tiny_data, capsys, reader):
+    images = [str(p) for p in sorted(tiny_data.iterdir())[:6]]
+    assert predict_example.main([*images, "--model", str(trained_model), "--length", "2-3", "--charset", "019"]) == 0
+    texts = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
+    assert len(texts) == 6 and all(2 <= len(t) <= 3 and set(t) <= set("019") for t in texts)
+    assert predict_example.main([*images, "--model", str(trained_model), "--greedy"]) == 0
+    texts = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
+    assert texts == [r.text for r in reader.read(images, greedy=True)]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--length", "4-x"], "length must look like"),
+    (["--charset", "01z"], "not 'z'"),
+    (["--length", "99"], "time steps"),
+    (["--greedy", "--length", "4"], "--greedy"),
+])
+def test_bad_format_flags_are_one_line_errors(trained_model, tiny_data, capsys, flags, message):
+    image = str(sorted(tiny_data.iterdir())[0])
+    assert predict_example.main([image, "--model", str(trained_model), *flags]) == 1
+    assert message in one_error_line(capsys)
 
 
 def test_missing_model_says_what_to_run(tmp_path, tiny_data, capsys):

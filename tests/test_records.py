@@ -26,6 +26,9 @@ def test_pack_then_train_from_shards(tiny_data, tmp_path, capsys):
     assert (meta["height"], meta["width"]) == (48, 128)
 
     spec = spec_for(meta, 48, None)
+    assert (spec.min_label_length, spec.max_label_length) == (4, 4) == (meta["min_label_length"], 4)
+    old_meta = {key: value for key, value in meta.items() if key != "min_label_length"}  # packed before lengths
+    assert spec_for(old_meta, 48, None).min_label_length == 1
     records = list(examples(str(shards), spec))
     assert len(records) == 64
     image, label, path = records[0]
