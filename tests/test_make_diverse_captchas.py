@@ -7,6 +7,20 @@ from captcha_reader.images import image_size
 from captcha_reader.labels import label_from_filename
 
 
+def fonts_missing() -> str:
+    """The first font of any style that is not installed, or an empty string."""
+    for style in make_diverse_captchas.STYLES.values():
+        for name in style.fonts:
+            try:
+                make_diverse_captchas.font_path(name)
+            except make_diverse_captchas.MissingFontError as error:
+                return str(error)
+    return ""
+
+
+pytestmark = pytest.mark.skipif(bool(fonts_missing()), reason=f"{fonts_missing()} (bash tools/system_packages.sh)")
+
+
 def generate(folder, *args) -> dict[str, bytes]:
     """Run the generator into `folder` and return {file name: bytes}."""
     assert make_diverse_captchas.main(["--out", str(folder), *args]) == 0
