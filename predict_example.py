@@ -1,4 +1,4 @@
-"""Read captchas with a model trained by ocr_captcha.py.
+r"""Read captchas with a model trained by ocr_captcha.py.
 
     python predict_example.py                          # reads test.png with model/ocr_captcha.keras
     python predict_example.py IMG_OR_DIR [...] [--model PATH] [--json]
@@ -9,7 +9,10 @@ With one image the output is just its text. With several images, or a folder
 (its image files, sorted, not recursive), each line is `path<TAB>text`; with
 --json each line is {"path", "text", "confidence"}. An image that cannot be read
 gets a line on stderr (and {"path", "error"} with --json), the others are still
-read, and the exit status is 1.
+read, and the exit status is 1. Paths and texts are printed on one line in valid UTF-8:
+a backslash, control characters (a newline in a file name) and bytes that are not UTF-8
+are escaped as in a Python string literal (`\\`, `\n`, `\xff`); --json gives them as JSON
+strings.
 """
 
 import argparse
@@ -20,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from captcha_reader.base import DatasetError, ImageReadError, UserError
+from captcha_reader.base import DatasetError, ImageReadError, UserError, printable
 from captcha_reader.images import read_image
 from captcha_reader.labels import list_images
 from captcha_reader.readers import RUNTIMES, open_reader
@@ -63,7 +66,7 @@ def print_info(reader: BaseReader, as_json: bool) -> None:
         print(json.dumps(info))
         return
     for key, value in info.items():
-        print(f"{key}: {value}")
+        print(f"{key}: {printable(str(value))}")
 
 
 def read_all(reader: BaseReader, paths: list[str]) -> dict[str, object]:
@@ -91,9 +94,9 @@ def print_results(results: dict[str, object], many: bool, as_json: bool) -> int:
         elif as_json:
             print(json.dumps({"path": path, "text": result.text, "confidence": round(result.confidence, 6)}))
         elif many:
-            print(f"{path}\t{result.text}")
+            print(f"{printable(path)}\t{printable(result.text)}")
         else:
-            print(result.text)
+            print(printable(result.text))
     return status
 
 

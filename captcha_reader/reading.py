@@ -7,7 +7,7 @@ import numpy as np
 
 from captcha_reader.base import ModelLoadError, ModelSpec
 from captcha_reader.decoding import greedy_decode, softmax
-from captcha_reader.images import ImageSource, read_image
+from captcha_reader.images import ImageSource, image_sources, read_image
 
 
 class Reading(NamedTuple):
@@ -29,9 +29,9 @@ class BaseReader:
         """Per-step logits (n, time steps, classes) for a preprocessed (n, height, width) batch."""
         raise NotImplementedError
 
-    def preprocess(self, sources: Sequence[ImageSource]) -> np.ndarray:
-        """Read and resize images into a float32 (n, height, width) batch."""
-        arrays = [read_image(s, self.spec.height, self.spec.width) for s in sources]
+    def preprocess(self, sources: ImageSource | Sequence[ImageSource]) -> np.ndarray:
+        """Read and resize images (or one image) into a float32 (n, height, width) batch."""
+        arrays = [read_image(s, self.spec.height, self.spec.width) for s in image_sources(sources)]
         return np.stack(arrays) if arrays else np.zeros((0, self.spec.height, self.spec.width), np.float32)
 
     def read_arrays(self, batch: np.ndarray, batch_size: int = 256) -> list[Reading]:
@@ -41,8 +41,8 @@ class BaseReader:
         logits = np.concatenate([self.logits(batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)])
         return [Reading(text, confidence) for text, confidence in greedy_decode(softmax(logits), self.spec.charset)]
 
-    def read(self, sources: Sequence[ImageSource], batch_size: int = 256) -> list[Reading]:
-        """Read images given as paths, bytes, arrays or PIL images."""
+    def read(self, sources: ImageSource | Sequence[ImageSource], batch_size: int = 256) -> list[Reading]:
+        """Read images given as paths, bytes, arrays or PIL images (a list of them, or one)."""
         return self.read_arrays(self.preprocess(sources), batch_size)
 
     def info(self) -> dict:
@@ -55,4 +55,6 @@ def existing_model(path: Union[str, Path]) -> Path:
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such model; train one first with `python ocr_captcha.py`")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: not a model file")
     return path

@@ -1,5 +1,6 @@
 """captcha_reader.export: the SavedModel for TF Serving reads raw bytes like predict_example.py."""
 
+from io import BytesIO
 
 import make_captchas
 import numpy as np
@@ -8,6 +9,7 @@ import tensorflow as tf
 from helpers import bomb_png
 
 import ocr_captcha
+from captcha_reader import records
 from captcha_reader.labels import list_images
 from captcha_reader.records import declared_pixels
 
@@ -44,7 +46,7 @@ def test_every_format_and_mode(savedmodel, reader):
     from PIL import Image
     blobs = []
     base = Image.linear_gradient("L").resize((160, 60))
-    for fmt, mode in [("PNG", "RGBA"), ("PNG", "P"), ("JPEG", "RGB"), ("GIF", "L"), ("BMP", "RGB"), ("PNG", "L")]:
+    for fmt, mode in [("PNG", "RGBA"), ("PNG", "P"), ("JPEG", "RGB"), ("BMP", "RGB"), ("PNG", "L")]:
         out = BytesIO()
         base.convert(mode).save(out, format=fmt)
         blobs.append(out.getvalue())
@@ -66,3 +68,43 @@ def test_declared_pixels_from_headers():
         Image.new("RGB", (123, 45)).save(out, format=fmt)
         assert int(declared_pixels(tf.constant(out.getvalue()))) == 123 * 45, fmt
     assert int(declared_pixels(tf.constant(bomb_png()))) == 30000 * 30000
+
+
+def encoded(image, fmt: str) -> bytes:
+    """An image encoded in memory."""
+    out = BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def test_graph_refuses_a_bomb_before_any_pixel_is_decoded(monkeypatch):
+    decoded = []
+    real_decode = tf.io.decode_image
+
+    def counted_decode(data, **kwargs):
+        """decode_image, noting in Python each time the graph runs it."""
+        noted = tf.py_function(lambda value: decoded.append(1) or value, [data], tf.string)
+        return real_decode(noted, **kwargs)
+
+    monkeypatch.setattr(tf.io, "decode_image", counted_decode)
+    read = tf.function(lambda data: records.graph_read_image(data, 48, 128))
+    for _ in range(5):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="too large"):
+            read(tf.constant(bomb_png(5000, 5000)))
+    assert decoded == [], "the decoder ran on a refused image"
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_graph_refuses_formats_whose_decoded_size_it_cannot_check(savedmodel, fmt):
+    from PIL import Image
+    data = encoded(Image.new("L", (160, 60), 255), fmt)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="only PNG, JPEG and BMP"):
+        savedmodel(image_bytes=tf.constant([data]))
+
+
+def test_graph_pixel_limit_is_sized_for_captchas_not_photos(savedmodel):
+    from PIL import Image
+    # 4 megapixels: under the limit of the Pillow reader, far over what a captcha needs.
+    data = encoded(Image.new("L", (2000, 2000), 255), "PNG")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="too large"):
+        savedmodel(image_bytes=tf.constant([data]))

@@ -239,3 +239,14 @@ def test_second_training_on_the_same_model_stops_at_once(tiny_data, tmp_path, ca
     assert not model_path.exists()
     assert train_one_epoch(tmp_path, tiny_data) == 0  # the lock goes with the run that held it
     assert model_path.exists()
+
+
+def test_run_whose_loss_is_not_finite_fails_and_keeps_the_model(trained_model, tiny_data, tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    shutil.copy(trained_model, model)
+    status = ocr_captcha.main(["--data-dir", str(tiny_data), "--model", str(model), "--epochs", "2",
+                               "--learning-rate", "1e30", "--img-height", "16", "--verbose", "0"])
+    assert status == 1
+    assert "not finite" in one_error_line(capsys)
+    assert model.read_bytes() == trained_model.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"], "no .prev, no scratch folder, no plots"
