@@ -33,9 +33,10 @@ import sys, tensorflow as tf
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 data = open(sys.argv[2], "rb").read()
 try:
-    print("read", serve(image_bytes=tf.constant([data]))["text"].numpy()[0].decode())
+    print(serve(image_bytes=tf.constant([data]))["text"].numpy()[0].decode())
 except tf.errors.InvalidArgumentError as error:
-    print("refused", error.message.splitlines()[0][:120])
+    reasons = [line for line in error.message.splitlines() if "assertion failed" in line or "Invalid" in line]
+    print("refused:", (reasons or error.message.splitlines())[0].strip()[:150])
 """
 
 
@@ -103,9 +104,8 @@ def measured(command: list[str], cwd: Path) -> dict:
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    lines = [line for line in (stdout + stderr).splitlines() if line.strip() and not line.startswith(("I0000", "W0000"))]
-    errors = [line for line in lines if line.startswith(("error:", "refused", "Traceback"))]
-    outcome = (errors or lines or ["(no output)"])[0 if errors else -1]
+    errors = [line for line in (stdout + stderr).splitlines() if line.startswith(("error:", "refused", "Traceback"))]
+    outcome = errors[0] if errors else f"read {stdout.strip().splitlines()[-1] if stdout.strip() else ''!r}"
     return {"exit": os.waitstatus_to_exitcode(status), "seconds": round(seconds, 2),
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "outcome": outcome[:110]}
 

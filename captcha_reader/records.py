@@ -4,12 +4,14 @@
     python ocr_captcha.py --data-dir shards/        # trains from the shards, streaming
 
 A shard folder holds `*.tfrecord` files of examples with the features `image` (the
-encoded file bytes), `label` and `path`, and `meta.json` (charset, geometry, counts,
-skipped files). Files are found with tf.io.gfile, so cloud paths such as gs://...
+file's bytes for PNG and JPEG, the grayscale PNG that read_image sees for other formats),
+`label` and `path`, and `meta.json` (charset, geometry, counts, skipped files). Files are found with tf.io.gfile, so cloud paths such as gs://...
 work where TensorFlow supports them; shards are split across workers by
 tf.distribute's auto-sharding. Images are decoded by `graph_read_image`, the
 TensorFlow twin of images.read_image (tested for parity), which the SavedModel
-export uses too.
+export uses too. It decodes only PNG, JPEG and BMP of at most MAX_GRAPH_PIXELS, and
+checks both before the decoder runs; training checks every record (features, label
+characters, image) in one pass before its first step.
 """
 
 import io
