@@ -21,11 +21,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT.parent), str(ROOT)]
 
-from ocr_core import ModelSpec  # noqa: E402
-from run import build_keras_example, machine  # noqa: E402
-
 import ocr_captcha  # noqa: E402
 from ocr_captcha import keras, layers  # noqa: E402
+from ocr_core import ModelSpec  # noqa: E402
+from run import build_keras_example, machine  # noqa: E402
 
 DIGITS = "0123456789"
 

@@ -154,11 +154,11 @@ def run_plateau(job: dict) -> dict:
 def run_recipe(job: dict) -> dict:
     """Train one recipe on job['train_dir'] within job['budget'] seconds and measure it."""
     import keras
-    import ocr_metrics
-    import ocr_storage
     import tensorflow as tf
 
     import ocr_captcha
+    import ocr_metrics
+    import ocr_storage
 
     recipe, work = job["recipe"], Path(job["work"])
     argv = ["--data-dir", job["train_dir"], "--model", str(work / "model.keras"), "--verbose", "2"]
@@ -314,11 +314,11 @@ def recipes_suite(args: argparse.Namespace, work: Path) -> dict:
 def runtimes_suite(args: argparse.Namespace, work: Path) -> dict:
     """Keras vs the ONNX light runtime vs the SavedModel on one model: agreement, images/s, CLI cold start."""
     import numpy as np
-    import ocr_export
-    import ocr_lite
     import tensorflow as tf
 
     import ocr_captcha
+    import ocr_export
+    import ocr_lite
 
     model = Path(args.model) if args.model else work / "recipe_C" / "model.keras"
     if args.quick:
