@@ -27,7 +27,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from captcha_reader.base import UserError
+from captcha_reader.base import DatasetError, UserError
+from captcha_reader.files import (
+    check_output_file,
+    check_output_folder,
+    check_writable,
+    has_backup,
+    same_path,
+)
 from captcha_reader.settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DATA_DIR,
@@ -133,18 +140,43 @@ def settings_from(args: argparse.Namespace) -> TrainingSettings:
     )
 
 
+def check_mode_paths(args: argparse.Namespace) -> None:
+    """Before any work: no output of a mode may overwrite the model or an input, or land among the images it reads."""
+    model = Path(args.model)
+    if args.evaluate or args.audit:
+        report = report_path(args)
+        folder = args.evaluate or args.audit
+        for output in (report, report.with_suffix(".png")) if args.audit else (report,):
+            check_output_file(output, "--report", {"--model": model, "the folder": folder})
+        if args.audit:
+            check_output_folder(report.parent, "the audit's contact sheet", {"--audit": args.audit})
+        check_writable(report.parent, "the report")
+    elif args.export_lite:
+        check_output_file(Path(args.export_lite), "--export-lite", {"--model": model})
+    elif args.export_savedmodel:
+        if same_path(args.export_savedmodel, model):
+            raise DatasetError(f"--export-savedmodel {args.export_savedmodel} would overwrite --model {model}")
+
+
+def report_path(args: argparse.Namespace) -> Path:
+    """Where --evaluate or --audit writes its JSON report."""
+    default = "evaluation.json" if args.evaluate else "audit.json"
+    return Path(args.report or Path(args.model).with_name(default))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the mode the arguments ask for; training is the default."""
     model = Path(args.model)
+    check_mode_paths(args)
     if args.evaluate:
         from captcha_reader.evaluation import evaluate_folder
         from captcha_reader.readers import open_reader
 
-        evaluate_folder(open_reader(model), args.evaluate, Path(args.report or model.with_name("evaluation.json")))
+        evaluate_folder(open_reader(model), args.evaluate, report_path(args))
     elif args.audit:
         from captcha_reader.audit import audit_folder
 
-        audit_folder(args.audit, settings_from(args), args.folds, Path(args.report or model.with_name("audit.json")))
+        audit_folder(args.audit, settings_from(args), args.folds, report_path(args))
     elif args.export_lite:
         from captcha_reader.export import export_lite
         from captcha_reader.model import load_keras_reader
@@ -173,7 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
+        training = not (args.evaluate or args.audit or args.export_lite or args.export_savedmodel)
+        if training and has_backup(Path(args.model)):
+            print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
         return 130
 
 

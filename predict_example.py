@@ -1,4 +1,4 @@
-"""Read captchas with a model trained by ocr_captcha.py.
+r"""Read captchas with a model trained by ocr_captcha.py.
 
     python predict_example.py                          # reads test.png with model/ocr_captcha.keras
     python predict_example.py IMG_OR_DIR [...] [--model PATH] [--json]
@@ -14,8 +14,11 @@ any length (the decoding of the SavedModel export).
 With one image the output is just its text. With several images, or a folder
 (its image files, sorted, not recursive), each line is `path<TAB>text`; with
 --json each line is {"path", "text", "confidence", "char_confidences"}. An image
-that cannot be read gets a line on stderr (and {"path", "error"} with --json),
-the others are still read, and the exit status is 1.
+that cannot be read gets a line on stderr (and {"path", "error"} with --json), the
+others are still read, and the exit status is 1. Paths and texts are printed on one line
+in valid UTF-8: a backslash, control characters (a newline in a file name) and bytes that
+are not UTF-8 are escaped as in a Python string literal (`\\`, `\n`, `\xff`); --json gives
+them as JSON strings.
 """
 
 import argparse
@@ -26,7 +29,13 @@ from typing import Sequence
 
 import numpy as np
 
-from captcha_reader.base import DatasetError, ImageReadError, TextFormatError, UserError
+from captcha_reader.base import (
+    DatasetError,
+    ImageReadError,
+    TextFormatError,
+    UserError,
+    printable,
+)
 from captcha_reader.decoding import TextFormat
 from captcha_reader.images import read_image
 from captcha_reader.labels import list_images
@@ -84,7 +93,7 @@ def print_info(reader: BaseReader, as_json: bool) -> None:
         print(json.dumps(info))
         return
     for key, value in info.items():
-        print(f"{key}: {value}")
+        print(f"{key}: {printable(str(value))}")
 
 
 def read_all(reader: BaseReader, paths: list[str], text_format: TextFormat | None = None,
@@ -115,9 +124,9 @@ def print_results(results: dict[str, object], many: bool, as_json: bool) -> int:
             print(json.dumps({"path": path, "text": result.text, "confidence": round(result.confidence, 6),
                               "char_confidences": [round(c, 6) for c in result.char_confidences]}))
         elif many:
-            print(f"{path}\t{result.text}")
+            print(f"{printable(path)}\t{printable(result.text)}")
         else:
-            print(result.text)
+            print(printable(result.text))
     return status
 
 

@@ -12,8 +12,8 @@ import-linter contract in `.importlinter`):
     tf_import                     TensorFlow and Keras, imported quietly
     evaluation | lite             scoring a folder with any reader; the onnxruntime reader
     reading                       BaseReader: preprocess, run the network, decode
-    data | decoding | files |     folders to arrays; CTC decoding; atomic writes;
-      verdict                     what a run's validation score says
+    verdict                       what a run's validation score says
+    data | decoding | files       folders to arrays; CTC decoding; atomic writes
     labels                        file names and labels.csv; the charset
     images | settings             every image read one way; training settings
     base                          errors, ModelSpec, constants

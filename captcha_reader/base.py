@@ -64,6 +64,41 @@ class ModelSpec:
         return asdict(self)
 
 
+def spec_mismatch(spec: ModelSpec, input_shape: tuple, output_shape: tuple) -> str | None:
+    """Why a model's metadata does not describe its network (shapes with None for free dimensions), or None."""
+    numbers = (spec.height, spec.width, spec.max_label_length)
+    if not isinstance(spec.charset, str) or not all(type(n) is int for n in numbers):
+        return f"its metadata {spec.to_dict()} is not a charset and three whole numbers"
+    if not spec.charset or len(set(spec.charset)) != len(spec.charset):
+        return f"its charset {spec.charset!r} is empty or repeats a character"
+    if min(numbers) < 1:
+        return f"its geometry {spec.height}x{spec.width} or longest label {spec.max_label_length} is not positive"
+    if len(input_shape) != 3 or any(d not in (None, want) for d, want in zip(input_shape[1:], (spec.height, spec.width))):
+        return f"its metadata says {spec.height}x{spec.width} images but the network's input is {tuple(input_shape)}"
+    if len(output_shape) != 3 or output_shape[2] != spec.num_classes:
+        return (f"its charset of {len(spec.charset)} characters needs {spec.num_classes} output classes"
+                f" but the network's output is {tuple(output_shape)}")
+    if output_shape[1] not in (None, spec.time_steps) or spec.max_label_length > spec.time_steps:
+        return (f"its metadata says {spec.time_steps} time steps for labels up to {spec.max_label_length}"
+                f" characters but the network's output is {tuple(output_shape)}")
+    return None
+
+
+def printable(name: str) -> str:
+    r"""A file name on one line, in valid UTF-8 and unambiguous: escaped as in a Python string literal.
+
+    A backslash becomes `\\`; tab, newline and carriage return `\t`, `\n`, `\r`; bytes that are not
+    UTF-8 `\xNN`; other characters that are not printable `\xNN`, `\uNNNN` or `\UNNNNNNNN`.
+    """
+    def escaped(character: str) -> str:
+        """One character as it is printed."""
+        if "\udc80" <= character <= "\udcff":  # a byte that was not UTF-8, as os.fsdecode keeps it
+            return f"\\x{ord(character) - 0xDC00:02x}"
+        return character if character.isprintable() else ascii(character)[1:-1]
+
+    return "".join(map(escaped, name.replace("\\", "\\\\")))
+
+
 def width_for(height: int, aspect: float) -> int:
     """The model input width for a height and an aspect ratio: a whole number of time steps."""
     return max(WIDTH_PER_TIME_STEP, round(height * aspect / WIDTH_PER_TIME_STEP) * WIDTH_PER_TIME_STEP)

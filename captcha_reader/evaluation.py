@@ -9,13 +9,14 @@ from pathlib import Path
 
 from captcha_reader.data import labelled_items, load_images
 from captcha_reader.decoding import score
-from captcha_reader.files import write_json
+from captcha_reader.files import check_writable, write_json
 from captcha_reader.labels import chars_outside
 from captcha_reader.reading import BaseReader
 
 
 def evaluate_folder(reader: BaseReader, folder: str | Path, report_path: Path) -> dict:
     """Read every labelled image in `folder`, print the scores and every misread, write a JSON report."""
+    check_writable(report_path.parent, "the report")
     data = load_images(labelled_items(folder), reader.spec)
     readings = reader.read_arrays(data.images)
     charset = reader.spec.charset

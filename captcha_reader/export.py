@@ -20,6 +20,7 @@ import numpy as np
 
 from captcha_reader import lite, records
 from captcha_reader.base import BLANK_INDEX, DatasetError, silenced_stderr
+from captcha_reader.files import check_writable
 from captcha_reader.model import KerasReader
 from captcha_reader.tf_import import keras, tf
 
@@ -28,6 +29,9 @@ def export_lite(reader: KerasReader, path: Path) -> None:
     """Write the network and its charset and geometry as one ONNX file at `path`, atomically."""
     import onnx
 
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder; --export-lite writes one file")
+    check_writable(path.parent, "the ONNX file")
     model = reader.model
     model.predict_on_batch(np.zeros((1, reader.spec.height, reader.spec.width), np.float32))  # Keras exports called models
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.onnx")
@@ -57,6 +61,11 @@ def export_savedmodel(reader: KerasReader, folder: Path) -> Path:
     Decoding in the graph is greedy, as `reader.read(..., greedy=True)`: it does not keep to the
     model's label lengths as the Python readers do by default.
     """
+    if folder.exists() and not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder; --export-savedmodel writes the folder {folder}/1")
+    target = folder / "1"
+    if target.exists():
+        raise DatasetError(f"{target} already exists; remove it or export to another folder")
     spec, model = reader.spec, reader.model
     characters = tf.constant([""] + list(spec.charset))  # the blank (class 0) spells nothing
 
@@ -76,9 +85,6 @@ def export_savedmodel(reader: KerasReader, folder: Path) -> Path:
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serve, [tf.TensorSpec([None], tf.string, name="image_bytes")])
-    target = folder / "1"
-    if target.exists():
-        raise DatasetError(f"{target} already exists; remove it or export to another folder")
     tmp = folder / f".1.tmp-{os.getpid()}"
     folder.mkdir(parents=True, exist_ok=True)
     try:

@@ -28,7 +28,7 @@ def write_json(path: Path, data) -> None:
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def check_writable(folder: Path) -> None:
+def check_writable(folder: Path, what: str = "the model") -> None:
     """Fail before any long work when the output folder cannot be created or written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -36,7 +36,42 @@ def check_writable(folder: Path) -> None:
         probe.write_bytes(b"0" * 65536)
         probe.unlink()
     except OSError as error:
-        raise DatasetError(f"{folder}: cannot write the model there ({error.strerror})") from None
+        raise DatasetError(f"{folder}: cannot write {what} there ({error.strerror})") from None
+
+
+def same_path(first: Path | str, second: Path | str) -> bool:
+    """True when two paths name the same file or folder, whether or not it exists yet."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(first) == os.path.realpath(second)
+
+
+def check_output_file(output: Path, what: str, inputs: dict[str, Path | str | None]) -> None:
+    """Refuse, before any work, an output file that would overwrite one of the inputs or is a folder."""
+    for name, source in inputs.items():
+        if source is not None and same_path(output, source):
+            raise DatasetError(f"{what} {output} would overwrite {name} {source}; choose another path")
+    if output.is_dir():
+        raise DatasetError(f"{what} {output} is a folder; give a file path")
+
+
+def check_output_folder(folder: Path, what: str, input_folders: dict[str, Path | str | None]) -> None:
+    """Refuse, before any work, to write outputs into a folder the tool reads images from."""
+    for name, source in input_folders.items():
+        if source is not None and same_path(folder, source):
+            raise DatasetError(f"{what} would be written into {name} {source}, and its images would be read as"
+                               " captchas next time; write them elsewhere")
+
+
+def scratch_dir(model_path: Path) -> Path:
+    """Folder beside the model for the checkpoints, log and lock of a training run in progress."""
+    return model_path.with_name(model_path.stem + ".training")
+
+
+def has_backup(model_path: Path) -> bool:
+    """True when an interrupted run left a backup that the same command would resume from."""
+    return any(scratch_dir(model_path).glob("run-*/backup"))
 
 
 @contextlib.contextmanager

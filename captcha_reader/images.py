@@ -4,6 +4,8 @@ Training, every reader and every export read a captcha through `read_image`, so 
 read the same way everywhere. Only Pillow and NumPy are imported here.
 """
 
+import os
+import stat
 import warnings
 from io import BytesIO
 from pathlib import Path
@@ -12,34 +14,58 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
-from captcha_reader.base import ImageReadError, width_for
+from captcha_reader.base import ImageReadError, printable, width_for
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+# The formats Pillow may open, whatever a file's name says: Pillow knows dozens more, and some of
+# them start external programs (EPS: Ghostscript) or decode whole images while opening (ICO).
+PILLOW_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 # Captchas are small. A header that declares more pixels than this is refused before
 # decoding, so that a decompression bomb cannot allocate gigabytes.
 MAX_IMAGE_PIXELS = 4096 * 4096
+# Nor is a file larger than this read: no image of MAX_IMAGE_PIXELS needs more.
+MAX_IMAGE_BYTES = 64 * 2**20
 
 ImageSource = Union[str, Path, bytes, np.ndarray, Image.Image]
 
 
 def describe(source: ImageSource) -> str:
-    """A short name for an image source, for error messages."""
+    """A short name for an image source, for error messages: one line whatever the file name."""
     if isinstance(source, (str, Path)):
-        return str(source)
+        return printable(str(source))
     return f"<{type(source).__name__}>"
 
 
-def open_image(source: ImageSource) -> Image.Image:
-    """Open an image lazily and check its declared size before any pixel is decoded."""
-    if isinstance(source, Image.Image):
-        image = source
-    elif isinstance(source, np.ndarray):
-        image = Image.fromarray(source)
+def image_sources(sources) -> list:
+    """A list of image sources: one path, bytes, 2-D array or PIL image stands for itself, not for its items."""
+    if isinstance(sources, (str, Path, bytes, bytearray, Image.Image)):
+        return [bytes(sources) if isinstance(sources, bytearray) else sources]
+    if isinstance(sources, np.ndarray) and sources.ndim == 2:
+        return [sources]
+    return list(sources)
+
+
+def image_bytes(source: Union[str, Path, bytes]) -> bytes:
+    """The bytes of an image file or buffer, if small enough to be an image; never read from a FIFO or a device."""
+    if isinstance(source, bytes):
+        data = source
     else:
-        with warnings.catch_warnings():
-            # Pillow only warns below twice its own limit; ours is lower and checked just after.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(BytesIO(source) if isinstance(source, bytes) else source)
+        # Opened without blocking, then checked: opening a FIFO for reading would wait for a writer forever.
+        descriptor = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(descriptor, "rb") as handle:
+            kind = os.fstat(descriptor).st_mode
+            if stat.S_ISDIR(kind):
+                raise ImageReadError(f"{describe(source)}: is a folder, not an image")
+            if not stat.S_ISREG(kind):
+                raise ImageReadError(f"{describe(source)}: not a regular file")
+            data = handle.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageReadError(f"{describe(source)}: file too large (more than {MAX_IMAGE_BYTES:,} bytes)")
+    return data
+
+
+def check_pixels(image: Image.Image, source: ImageSource) -> Image.Image:
+    """The image, if its size is within the limits; refused before its pixels are decoded otherwise."""
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageReadError(f"{describe(source)}: empty image ({width}x{height})")
@@ -49,6 +75,22 @@ def open_image(source: ImageSource) -> Image.Image:
             " refused before decoding"
         )
     return image
+
+
+def open_image(source: ImageSource) -> Image.Image:
+    """Open an image lazily, as one of PILLOW_FORMATS, and check its size before any pixel is decoded."""
+    if isinstance(source, Image.Image):
+        return check_pixels(source, source)
+    if isinstance(source, np.ndarray):
+        return check_pixels(Image.fromarray(source), source)
+    with warnings.catch_warnings():
+        # Pillow only warns below twice its own limit; ours is lower and checked just after.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(BytesIO(image_bytes(source)), formats=PILLOW_FORMATS)
+        except Image.UnidentifiedImageError:
+            raise ImageReadError(f"{describe(source)}: not a readable image (not PNG, JPEG, GIF, BMP or WEBP)") from None
+    return check_pixels(image, source)
 
 
 def to_grayscale(image: Image.Image) -> Image.Image:
@@ -71,8 +113,8 @@ def to_grayscale(image: Image.Image) -> Image.Image:
 def read_image(source: ImageSource, height: int, width: int) -> np.ndarray:
     """Read an image as a float32 (height, width) array in [0, 1], resized to the model geometry."""
     try:
-        with_header_checked = open_image(source)
-        gray = to_grayscale(with_header_checked)
+        with_size_checked = open_image(source)
+        gray = to_grayscale(with_size_checked)
         resized = gray.resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(resized, dtype=np.float32) / 255.0
     except ImageReadError:
@@ -91,12 +133,14 @@ def read_image(source: ImageSource, height: int, width: int) -> np.ndarray:
 
 
 def image_size(path: Union[str, Path]) -> tuple[int, int]:
-    """(width, height) from an image file's header, without decoding it."""
+    """(width, height) from an image file's header, without decoding it; refused as read_image would refuse it."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return image.size
+    except ImageReadError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure means an unreadable header
-        raise ImageReadError(f"{path}: not a readable image ({type(exc).__name__})") from None
+        raise ImageReadError(f"{describe(path)}: not a readable image ({type(exc).__name__})") from None
 
 
 def geometry_for(sizes: list[tuple[int, int]], height: int) -> tuple[int, int]:

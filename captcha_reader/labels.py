@@ -1,6 +1,7 @@
 """Labels and the charset: file names or a labels.csv give the labels; the charset maps them to classes."""
 
 import csv
+import io
 from pathlib import Path
 from typing import Union
 
@@ -9,6 +10,7 @@ from captcha_reader.base import (
     WIDTH_PER_TIME_STEP,
     DatasetError,
     ModelSpec,
+    printable,
 )
 from captcha_reader.images import IMAGE_EXTENSIONS
 
@@ -23,6 +25,15 @@ LABELS_CSV = "labels.csv"
 def label_from_filename(path: Union[str, Path]) -> str:
     """The label of a file: its stem, or the part of it before the first `_`."""
     return Path(path).stem.split("_", 1)[0]
+
+
+def check_utf8_name(path: Path) -> Path:
+    """The path, if its file name is text: a name with bytes that are not UTF-8 spells no label."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DatasetError(f"{printable(str(path))}: the file name is not valid UTF-8; rename the file") from None
+    return path
 
 
 def is_image_file(path: Path) -> bool:
@@ -41,21 +52,30 @@ def list_images(folder: Union[str, Path]) -> list[Path]:
 
 
 def read_labels_csv(csv_path: Path) -> dict[str, str]:
-    """Map file name to label from a `path,label` CSV file (a header row is optional)."""
+    """Map file name to label from a `path,label` CSV file in UTF-8 (a byte-order mark and a header row are optional)."""
+    data = csv_path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DatasetError(f"{csv_path}: line {line} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     labels = {}
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        for line_number, row in enumerate(csv.reader(handle), start=1):
-            if not row or (line_number == 1 and row == ["path", "label"]):
+    rows = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in rows:
+            if not row or (rows.line_num == 1 and row == ["path", "label"]):
                 continue
             if len(row) != 2 or not row[1]:
-                raise DatasetError(f"{csv_path}:{line_number}: expected `path,label`, got {row!r}")
+                raise DatasetError(f"{csv_path}: line {rows.line_num}: expected `path,label`, got {row!r}"[:300])
             labels[Path(row[0]).name] = row[1]
+    except csv.Error as error:
+        raise DatasetError(f"{csv_path}: line {rows.line_num}: {error}") from None
     return labels
 
 
 def list_labelled_images(folder: Union[str, Path]) -> list[tuple[Path, str]]:
     """(path, label) for every image in `folder`; `labels.csv` there overrides file names."""
-    paths = list_images(folder)
+    paths = [check_utf8_name(path) for path in list_images(folder)]
     csv_path = Path(folder) / LABELS_CSV
     if not csv_path.is_file():
         return [(p, label_from_filename(p)) for p in paths]

@@ -15,11 +15,13 @@ from typing import Union
 
 import numpy as np
 
-from captcha_reader.base import ModelLoadError, ModelSpec
+from captcha_reader.base import ModelLoadError, ModelSpec, spec_mismatch
 from captcha_reader.reading import BaseReader, existing_model
 
 METADATA_KEY = "ocr_captcha"
 LITE_SUFFIX = ".onnx"
+# A model of ours is a few MB (see model.MAX_WEIGHTS_BYTES); a larger file is not read.
+MAX_LITE_BYTES = 128 * 2**20
 
 
 class LiteReader(BaseReader):
@@ -59,10 +61,22 @@ def load_lite_reader(path: Union[str, Path]) -> LiteReader:
         import onnxruntime
     except ImportError:
         raise ModelLoadError("onnxruntime is not installed: pip install -r requirements.txt") from None
+    if path.stat().st_size > MAX_LITE_BYTES:
+        raise ModelLoadError(f"{path}: {path.stat().st_size:,} bytes; a model of ours needs at most {MAX_LITE_BYTES:,}")
     try:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         metadata = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
-        return LiteReader(session, metadata)
+        reader = LiteReader(session, metadata)
     except Exception as error:  # noqa: BLE001 - onnxruntime and a bad file raise many types; all mean "unusable"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"{path}: not a usable ocr_captcha ONNX model ({reason[:300]})") from None
+    mismatch = spec_mismatch(reader.spec, free_dimensions(session.get_inputs()[0].shape),
+                             free_dimensions(session.get_outputs()[0].shape))
+    if mismatch:
+        raise ModelLoadError(f"{path}: not a usable ocr_captcha ONNX model: {mismatch}"[:500])
+    return reader
+
+
+def free_dimensions(shape: list) -> tuple:
+    """An onnxruntime shape with its named (symbolic) dimensions as None."""
+    return tuple(d if isinstance(d, int) else None for d in shape)

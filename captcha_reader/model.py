@@ -5,6 +5,7 @@ carries its charset and geometry in a ModelInfo layer, so one `.keras` file is a
 reader needs, and it loads in Keras' safe mode (no Lambda layers, nothing executed).
 """
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from captcha_reader.base import (
     FORMAT_VERSION,
     ModelLoadError,
     ModelSpec,
+    spec_mismatch,
 )
 from captcha_reader.reading import BaseReader, existing_model
 from captcha_reader.tf_import import keras
@@ -23,6 +25,12 @@ layers = keras.layers
 
 # The blank's starting logit, above every character's 0 (see build_model).
 INITIAL_BLANK_LOGIT = 2.0
+# Bounds on a .keras archive before it is read. Our largest plausible model (a CJK charset of
+# 20,000 characters, tall inputs) holds about 5 million weights, 20 MB; the config is tens of kB.
+WEIGHTS_MEMBER = "model.weights.h5"
+MAX_WEIGHTS_BYTES = 128 * 2**20
+MAX_OTHER_MEMBER_BYTES = 16 * 2**20
+MAX_ARCHIVE_MEMBERS = 16
 
 
 @keras.saving.register_keras_serializable(package="ocr_captcha")
@@ -157,12 +165,41 @@ class KerasReader(BaseReader):
         return self.inference_model.predict_on_batch(batch)
 
 
+def check_archive_sizes(path: Path) -> None:
+    """Refuse a .keras archive whose members inflate beyond what a model of ours needs, before Keras reads it.
+
+    zipfile never yields more than a member's declared size (it checks the CRC there), so the
+    declared sizes bound what Keras can load into memory or extract to the temporary folder.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise ModelLoadError(f"{path}: not a usable ocr_captcha model (not a .keras archive: {error})") from None
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        raise ModelLoadError(f"{path}: {len(members)} files in the archive; a model of ours has a handful")
+    for member in members:
+        limit = MAX_WEIGHTS_BYTES if member.filename == WEIGHTS_MEMBER else MAX_OTHER_MEMBER_BYTES
+        if member.file_size > limit:
+            raise ModelLoadError(f"{path}: {member.filename!r} would take {member.file_size:,} bytes uncompressed;"
+                                 f" a model of ours needs at most {limit:,}")
+    total = sum(member.file_size for member in members)
+    if total > MAX_WEIGHTS_BYTES + MAX_OTHER_MEMBER_BYTES:
+        raise ModelLoadError(f"{path}: its files would take {total:,} bytes uncompressed; a model of ours needs at most"
+                             f" {MAX_WEIGHTS_BYTES + MAX_OTHER_MEMBER_BYTES:,}")
+
+
 def load_keras_reader(path: str | Path) -> KerasReader:
-    """Load a saved model (safe mode on: nothing in the file is executed) as a Reader."""
+    """Load a saved model (safe mode on: nothing in the file is executed) as a Reader, its metadata checked."""
     path = existing_model(path)
+    check_archive_sizes(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file; all mean "unusable"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"{path}: not a usable ocr_captcha model ({reason[:300]})") from None
+    spec = model_info(model).spec
+    mismatch = spec_mismatch(spec, tuple(model.inputs[0].shape), tuple(model.outputs[0].shape))
+    if mismatch:
+        raise ModelLoadError(f"{path}: not a usable ocr_captcha model: {mismatch}"[:500])
     return KerasReader(model)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, Union
 
 from captcha_reader import lite
-from captcha_reader.reading import BaseReader
+from captcha_reader.reading import BaseReader, existing_model
 
 Runtime = Literal["auto", "keras", "lite"]
 RUNTIMES = ("auto", "keras", "lite")
@@ -18,6 +18,7 @@ RUNTIMES = ("auto", "keras", "lite")
 
 def open_reader(path: Union[str, Path], runtime: Runtime = "auto") -> BaseReader:
     """A reader for a `.keras` or `.onnx` model file; `auto` picks the runtime from the file."""
+    path = existing_model(path)  # before its first bytes are read: it may be missing, a folder or a FIFO
     if runtime == "lite" or (runtime == "auto" and lite.is_lite_model(path)):
         return lite.load_lite_reader(path)
     # Imported here: TensorFlow takes seconds to import, and an ONNX model never needs it.

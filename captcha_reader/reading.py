@@ -7,7 +7,7 @@ import numpy as np
 
 from captcha_reader.base import ModelLoadError, ModelSpec
 from captcha_reader.decoding import Reading, TextFormat, decode, resolve_format
-from captcha_reader.images import ImageSource, read_image
+from captcha_reader.images import ImageSource, image_sources, read_image
 
 
 class BaseReader:
@@ -22,9 +22,9 @@ class BaseReader:
         """Per-step logits (n, time steps, classes) for a preprocessed (n, height, width) batch."""
         raise NotImplementedError
 
-    def preprocess(self, sources: Sequence[ImageSource]) -> np.ndarray:
-        """Read and resize images into a float32 (n, height, width) batch."""
-        arrays = [read_image(s, self.spec.height, self.spec.width) for s in sources]
+    def preprocess(self, sources: ImageSource | Sequence[ImageSource]) -> np.ndarray:
+        """Read and resize images (or one image) into a float32 (n, height, width) batch."""
+        arrays = [read_image(s, self.spec.height, self.spec.width) for s in image_sources(sources)]
         return np.stack(arrays) if arrays else np.zeros((0, self.spec.height, self.spec.width), np.float32)
 
     def read_arrays(self, batch: np.ndarray, batch_size: int = 256, text_format: TextFormat | None = None,
@@ -41,9 +41,9 @@ class BaseReader:
             readings.extend(decode(self.logits(batch[i:i + batch_size]), self.spec, text_format, greedy))
         return readings
 
-    def read(self, sources: Sequence[ImageSource], batch_size: int = 256, text_format: TextFormat | None = None,
+    def read(self, sources: ImageSource | Sequence[ImageSource], batch_size: int = 256, text_format: TextFormat | None = None,
              greedy: bool = False) -> list[Reading]:
-        """Read images given as paths, bytes, arrays or PIL images (see `read_arrays` for the format)."""
+        """Read images given as paths, bytes, arrays or PIL images (a list of them, or one; see `read_arrays`)."""
         return self.read_arrays(self.preprocess(sources), batch_size, text_format, greedy)
 
     def info(self) -> dict:
@@ -56,4 +56,6 @@ def existing_model(path: Union[str, Path]) -> Path:
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: no such model; train one first with `python ocr_captcha.py`")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: not a model file")
     return path

@@ -33,8 +33,12 @@ from captcha_reader.data import (
 from captcha_reader.decoding import score
 from captcha_reader.evaluation import evaluate_folder
 from captcha_reader.files import (
+    check_output_file,
+    check_output_folder,
     check_writable,
     exclusive_lock,
+    has_backup,
+    scratch_dir,
     write_atomically,
     write_json,
 )
@@ -47,11 +51,15 @@ from captcha_reader.model import (
     load_keras_reader,
     model_info,
 )
+from captcha_reader.reading import existing_model
 from captcha_reader.settings import TrainingPlan, TrainingSettings, plan_training
 from captcha_reader.tf_import import keras, tf
 from captcha_reader.verdict import judge_validation
 
 layers = keras.layers
+# What a run writes beside the model (and model.prev.keras, the model it replaces).
+RUN_OUTPUTS = ("split.json", "training_log.csv", "bad_files.txt", "test_report.json", "learning_curve.png",
+               "model_structure.png", "sample_predictions.png")
 
 
 # ---------------------------------------------------------------------------
@@ -107,12 +115,19 @@ def shard_training_data(settings: TrainingSettings, base_spec: ModelSpec | None)
         """True for the examples of the validation set."""
         return records.in_validation(path, settings.val_split, settings.seed)
 
-    val_images, val_labels, val_names = [], [], []
-    for image, label, path in examples.filter(held_out):
-        val_images.append(image.numpy())
-        val_labels.append(decode_indices(label.numpy(), spec.charset))
-        val_names.append(path.numpy().decode())
-    n_train = meta["count"] - len(val_names)
+    # One pass over every record before training: a record that cannot be used stops the run now.
+    val_images, val_labels, val_names, n_records = [], [], [], 0
+    try:
+        for image, label, path, validation in examples.map(lambda *e: (*e, held_out(*e))):
+            n_records += 1
+            if validation:
+                val_images.append(image.numpy())
+                val_labels.append(decode_indices(label.numpy(), spec.charset))
+                val_names.append(path.numpy().decode("utf-8", "backslashreplace"))
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
+        reason = error.message.split("\n")[0].split("\t [[")[0][:300]
+        raise DatasetError(f"{settings.data_dir}: a record cannot be used ({reason})") from None
+    n_train = n_records - len(val_names)
     train_elements = examples.filter(lambda *e: not held_out(*e)).map(lambda image, label, path: (image, label))
     train_elements = train_elements.apply(tf.data.experimental.assert_cardinality(n_train))  # for the progress bar
     split = {"data_dir": str(settings.data_dir), "seed": settings.seed, "val_split": settings.val_split,
@@ -262,6 +277,7 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
         keras.callbacks.SwapEMAWeights(swap_on_epoch=True),
         keras.callbacks.EarlyStopping(monitor=monitor, patience=plan.patience, restore_best_weights=True),
         keras.callbacks.CSVLogger(str(work / "training_log.csv"), append=True),
+        keras.callbacks.TerminateOnNaN(),
         *extra_callbacks,
     ]
     return model.fit(train_ds, validation_data=val_ds, epochs=plan.epochs, callbacks=callbacks,
@@ -273,11 +289,6 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
 # ---------------------------------------------------------------------------
 
 
-def scratch_dir(model_path: Path) -> Path:
-    """Folder beside the model for checkpoints and logs of runs in progress."""
-    return model_path.with_name(model_path.stem + ".training")
-
-
 def run_key(fingerprint: list[str], settings: TrainingSettings, spec: ModelSpec) -> str:
     """A short hash of the data and every setting that changes a run: a backup is only restored into its own run."""
     digest = hashlib.sha256("\n".join(fingerprint).encode())
@@ -287,6 +298,13 @@ def run_key(fingerprint: list[str], settings: TrainingSettings, spec: ModelSpec)
         run["init_from_file"] = [start.stat().st_size, start.stat().st_mtime_ns]
     digest.update(json.dumps(run, sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def is_finite_run(model: keras.Model, history: dict, scores: list[float]) -> bool:
+    """True when every loss of the run, every weight and every score is a finite number."""
+    losses = [value for key in ("loss", "val_loss") for value in history.get(key, [])]
+    return (bool(np.isfinite(losses + scores).all())
+            and all(np.isfinite(weights).all() for weights in model.get_weights()))
 
 
 def save_model(model: keras.Model, path: Path) -> None:
@@ -318,14 +336,36 @@ def train(settings: TrainingSettings) -> KerasReader | None:
     if not distributed.is_chief(strategy):
         return train_and_save(settings, strategy, chief=False)
     model_path = Path(settings.model)
-    check_writable(model_path.parent)
-    if settings.test_dir:
-        labelled_items(settings.test_dir)  # a missing or empty test folder stops the run now, not after it
+    check_run_paths(settings)
     # Two runs writing one model would corrupt each other's backups: the second one stops here.
     busy = (f"{model_path}: another training run is writing this model; wait for it to finish "
             "or give this one another --model")
     with exclusive_lock(scratch_dir(model_path) / "lock", busy):
-        return train_and_save(settings, strategy, chief=True)
+        try:
+            return train_and_save(settings, strategy, chief=True)
+        finally:
+            if not has_backup(model_path):  # a run that failed before its first epoch ended leaves nothing
+                shutil.rmtree(scratch_dir(model_path), ignore_errors=True)
+
+
+def check_run_paths(settings: TrainingSettings) -> None:
+    """Check every path a run reads or writes before any work: no output may be lost, overwrite an input or become data."""
+    model_path = Path(settings.model)
+    if model_path.is_dir():
+        raise DatasetError(f"--model {model_path} is a folder; give a file path ending in .keras")
+    if model_path.suffix != ".keras":
+        raise DatasetError(f"--model {model_path} must end in .keras, the only format Keras saves a model in")
+    check_writable(model_path.parent)
+    check_output_folder(model_path.parent, "the plots beside the model",
+                        {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir})
+    outputs = [model_path, *(model_path.with_name(name) for name in RUN_OUTPUTS),
+               model_path.with_name(model_path.stem + ".prev.keras")]
+    for output in outputs:
+        check_output_file(output, "the run's output", {"--init-from": settings.init_from})
+    if settings.init_from:
+        existing_model(settings.init_from)
+    if settings.test_dir:
+        labelled_items(settings.test_dir)  # a missing or empty test folder stops the run now, not after it
 
 
 def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy, chief: bool) -> KerasReader | None:
@@ -366,6 +406,10 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     reader = KerasReader(model)
     readings = reader.read_arrays(data.val_images)
     seq_acc, cer = score(data.val_labels, [r.text for r in readings])
+    if not is_finite_run(model, history, [seq_acc, cer] if data.val_labels else []):
+        shutil.rmtree(work, ignore_errors=True)  # its backup holds the same numbers: never resume from it
+        raise DatasetError("the loss, the weights or the validation scores became NaN or infinite (not finite);"
+                           f" {model_path} was left as it was; try a lower --learning-rate")
     model_info(model).validation = {"seq_acc": seq_acc, "cer": cer, "n": len(data.val_labels)}
     print(f"validation: sequence accuracy {seq_acc:.4f}, character error rate {cer:.4f} "
           f"({len(data.val_labels)} images, {seconds:.0f} s of training)")

@@ -11,11 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from captcha_reader.base import ModelSpec
+from captcha_reader.decoding import score
 
 # Two-sided 95% normal quantile, for the Wilson score interval.
 Z_95 = 1.959964
-# Below this validation accuracy, with (almost) one reading for every image, a run learned nothing.
+# Below this validation accuracy, with (almost) one reading for every image or most characters
+# wrong, a run learned nothing. Format-aware decoding spells noise at the right length, so the
+# character error rate catches what the count of distinct readings misses.
 NOTHING_LEARNED_BELOW = 0.05
+CHANCE_CER = 0.75
 # The text should span at least this fraction of the width of the frame the model sees.
 MIN_INK_WIDTH = 0.3
 
@@ -99,9 +103,10 @@ def judge_validation(truths: list[str], readings: list[str], images: np.ndarray,
         shown = ", ".join(f"{t}->{r} x{n}" for (t, r), n in pairs.most_common(8))
         lines.append(f"most confused (truth->read): {shown}")
     distinct = len(set(readings))
-    learned_nothing = right / total < NOTHING_LEARNED_BELOW and distinct <= max(1, total // 20)
+    cer = score(truths, readings)[1]
+    learned_nothing = right / total < NOTHING_LEARNED_BELOW and (distinct <= max(1, total // 20) or cer >= CHANCE_CER)
     if learned_nothing:
-        lines.append(f"this run learned nothing: {right / total:.1%} right, {distinct} distinct reading(s) "
-                     f"for {total} images ({readings[0]!r} ...)")
+        lines.append(f"this run learned nothing: {right / total:.1%} right, {cer:.0%} of the characters wrong, "
+                     f"{distinct} distinct reading(s) for {total} images ({readings[0]!r} ...)")
         lines += [f"likely cause: {cause}" for cause in likely_causes(truths, images, spec)]
     return Verdict(learned_nothing, tuple(lines))

@@ -1,5 +1,6 @@
 """captcha_reader.export: the SavedModel for TF Serving reads raw bytes like predict_example.py."""
 
+from io import BytesIO
 
 import make_captchas
 import numpy as np
@@ -8,6 +9,7 @@ import tensorflow as tf
 from helpers import bomb_png
 
 import ocr_captcha
+from captcha_reader import records
 from captcha_reader.labels import list_images
 from captcha_reader.records import declared_pixels
 
@@ -44,7 +46,7 @@ def test_every_format_and_mode(savedmodel, reader):
     from PIL import Image
     blobs = []
     base = Image.linear_gradient("L").resize((160, 60))
-    for fmt, mode in [("PNG", "RGBA"), ("PNG", "P"), ("JPEG", "RGB"), ("GIF", "L"), ("BMP", "RGB"), ("PNG", "L")]:
+    for fmt, mode in [("PNG", "RGBA"), ("PNG", "P"), ("JPEG", "RGB"), ("BMP", "RGB"), ("PNG", "L")]:
         out = BytesIO()
         base.convert(mode).save(out, format=fmt)
         blobs.append(out.getvalue())
@@ -66,3 +68,52 @@ def test_declared_pixels_from_headers():
         Image.new("RGB", (123, 45)).save(out, format=fmt)
         assert int(declared_pixels(tf.constant(out.getvalue()))) == 123 * 45, fmt
     assert int(declared_pixels(tf.constant(bomb_png()))) == 30000 * 30000
+
+
+def encoded(image, fmt: str) -> bytes:
+    """An image encoded in memory."""
+    out = BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def waited_for(op) -> set:
+    """Every op that `op` waits for, through its inputs and its control dependencies."""
+    seen, stack = set(), [op]
+    while stack:
+        current = stack.pop()
+        for parent in [tensor.op for tensor in current.inputs] + list(current.control_inputs):
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
+def test_graph_decoder_waits_for_the_checks():
+    graph = tf.function(lambda data: records.graph_read_image(data, 48, 128)).get_concrete_function(
+        tf.TensorSpec([], tf.string)).graph
+    decoders = [op for op in graph.get_operations() if op.type.startswith("Decode")]
+    assert decoders
+    for decoder in decoders:
+        # The format check (an Assert) and the size check (an Assert that TensorFlow wraps in an If,
+        # since its message carries a tensor).
+        assert {"Assert", "If"} <= {op.type for op in waited_for(decoder)}, \
+            "the decoder must wait for the format and size checks"
+    with pytest.raises(tf.errors.InvalidArgumentError, match="too large"):
+        tf.function(lambda data: records.graph_read_image(data, 48, 128))(tf.constant(bomb_png(5000, 5000)))
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_graph_refuses_formats_whose_decoded_size_it_cannot_check(savedmodel, fmt):
+    from PIL import Image
+    data = encoded(Image.new("L", (160, 60), 255), fmt)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="only PNG, JPEG and BMP"):
+        savedmodel(image_bytes=tf.constant([data]))
+
+
+def test_graph_pixel_limit_is_sized_for_captchas_not_photos(savedmodel):
+    from PIL import Image
+    # 4 megapixels: under the limit of the Pillow reader, far over what a captcha needs.
+    data = encoded(Image.new("L", (2000, 2000), 255), "PNG")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="too large"):
+        savedmodel(image_bytes=tf.constant([data]))

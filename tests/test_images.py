@@ -1,5 +1,7 @@
 """captcha_reader.images: every image mode and format read one way, bombs refused."""
 
+import os
+import threading
 import tracemalloc
 
 import numpy as np
@@ -8,7 +10,7 @@ from helpers import bomb_png, png_bytes
 from PIL import Image
 
 from captcha_reader.base import ImageReadError
-from captcha_reader.images import geometry_for, read_image
+from captcha_reader.images import geometry_for, image_size, read_image
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "1", "LA", "I;16", "I", "CMYK"])
@@ -89,3 +91,56 @@ def test_mixed_sizes_are_resized(reader, tmp_path):
         Image.new("RGB", size, "white").save(paths[-1])
     assert reader.preprocess(paths).shape == (4, reader.spec.height, reader.spec.width)
     assert len(reader.read(paths)) == 4
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PCX", "TGA", "PPM", "SGI", "TIFF", "DDS", "EPS", "QOI"])
+def test_formats_we_do_not_document_are_refused_whatever_the_name(tmp_path, fmt):
+    path = tmp_path / "1234.png"
+    Image.new("RGB", (40, 20), "white").save(path, format=fmt)
+    with pytest.raises(ImageReadError, match="not PNG, JPEG, GIF, BMP or WEBP"):
+        read_image(path, 16, 48)
+    with pytest.raises(ImageReadError, match="not PNG, JPEG, GIF, BMP or WEBP"):
+        image_size(path)
+    with pytest.raises(ImageReadError, match="not PNG, JPEG, GIF, BMP or WEBP"):
+        read_image(path.read_bytes(), 16, 48)
+
+
+def test_not_a_regular_file_is_refused_instead_of_waited_on(tmp_path):
+    fifo = tmp_path / "1234.png"
+    os.mkfifo(fifo)
+    outcome = {}
+
+    def read_both():
+        for name, function in (("read_image", lambda: read_image(fifo, 16, 48)), ("image_size", lambda: image_size(fifo))):
+            try:
+                function()
+                outcome[name] = "read"
+            except ImageReadError as error:
+                outcome[name] = str(error)
+
+    worker = threading.Thread(target=read_both, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    if worker.is_alive():  # blocked in open(): give it a writer so that the thread can end
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(timeout=10)
+    assert not worker.is_alive() and set(outcome) == {"read_image", "image_size"}, "blocked on a FIFO"
+    assert all("not a regular file" in message for message in outcome.values()), outcome
+
+
+def test_a_file_far_larger_than_any_captcha_is_refused_unread(tmp_path):
+    path = tmp_path / "1234.png"
+    path.write_bytes(png_bytes(Image.new("L", (40, 20), 255)))
+    with open(path, "r+b") as handle:  # sparse: costs no disk, but a reader would read it all
+        handle.truncate(2**30)
+    with pytest.raises(ImageReadError, match="file too large"):
+        read_image(path, 16, 48)
+
+
+@pytest.mark.parametrize("make", [
+    lambda path: str(path), lambda path: path, lambda path: path.read_bytes(),
+    lambda path: np.asarray(Image.open(path).convert("L")), lambda path: Image.open(path),
+])
+def test_a_single_source_is_one_image_not_a_sequence(reader, tiny_data, make):
+    path = sorted(tiny_data.iterdir())[0]
+    assert reader.read(make(path)) == reader.read([path])

@@ -1,5 +1,6 @@
 """captcha_reader.labels: labels from file names and labels.csv, the charset, CTC time steps."""
 
+import os
 
 import pytest
 
@@ -57,3 +58,27 @@ def test_check_time_steps_names_the_label():
     spec = ModelSpec("01", 32, 16, 4)
     with pytest.raises(DatasetError, match="'0011'"):
         check_time_steps(["01", "0011"], spec)
+
+
+def test_labels_csv_with_a_byte_order_mark_keeps_the_first_label(tmp_path):
+    for name in ["1.png", "2.png"]:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "labels.csv").write_bytes("1.png,ab\n2.png,cd\n".encode("utf-8-sig"))
+    assert [label for _, label in list_labelled_images(tmp_path)] == ["ab", "cd"]
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"1.png,\xe9t\xe9\n", "not UTF-8"),
+    (b"1.png," + b"a" * 200_000 + b"\n", "line 1"),
+])
+def test_unusable_labels_csv_is_a_dataset_error(tmp_path, content, problem):
+    (tmp_path / "1.png").write_bytes(b"")
+    (tmp_path / "labels.csv").write_bytes(content)
+    with pytest.raises(DatasetError, match=problem):
+        list_labelled_images(tmp_path)
+
+
+def test_file_name_that_is_not_utf8_is_a_dataset_error(tmp_path):
+    (tmp_path / os.fsdecode(b"12\xff4.png")).write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"12\\xff4.png: the file name is not valid UTF-8"):
+        list_labelled_images(tmp_path)

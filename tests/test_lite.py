@@ -76,3 +76,19 @@ def test_corrupt_onnx_is_a_clear_error(tmp_path):
         load_lite_reader(bad)
     with pytest.raises(ModelLoadError, match="train one first"):
         load_lite_reader(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("charset", "01234", "classes"), ("height", 32, "input"), ("width", 256, "input"),
+])
+def test_onnx_metadata_that_disagrees_with_the_network_is_refused(lite_model, tmp_path, field, value, problem):
+    import onnx
+    proto = onnx.load(str(lite_model))
+    entry = next(e for e in proto.metadata_props if e.key == "ocr_captcha")
+    metadata = json.loads(entry.value)
+    metadata["spec"][field] = value
+    entry.value = json.dumps(metadata)
+    crafted = tmp_path / "crafted.onnx"
+    onnx.save(proto, str(crafted))
+    with pytest.raises(ModelLoadError, match=problem):
+        load_lite_reader(crafted)

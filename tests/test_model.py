@@ -175,3 +175,54 @@ def test_keras_model_without_model_info_is_refused(tmp_path):
     keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(path)
     with pytest.raises(ModelLoadError, match="not an ocr_captcha model"):
         open_reader(path)
+
+
+def rewritten_model(source, target, edit_config=None, extra_members=()):
+    """A copy of a .keras file with its config.json edited and members added."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as copy:
+        for item in original.infolist():
+            data = original.read(item)
+            if item.filename == "config.json" and edit_config:
+                config = json.loads(data)
+                edit_config(config)
+                data = json.dumps(config).encode()
+            copy.writestr(item.filename, data)
+        for name, size in extra_members:
+            with copy.open(name, "w") as member:
+                for _ in range(size // 2**20):
+                    member.write(b" " * 2**20)
+    return target
+
+
+def model_info_config(config):
+    """The config of the ModelInfo layer inside a model's config.json."""
+    return next(layer for layer in config["config"]["layers"] if layer["class_name"] == "ModelInfo")["config"]
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("width", 256, "input"),
+    ("height", 32, "input"),
+    ("charset", "01234", "classes"),
+    ("charset", "0123456789ab", "classes"),
+    ("charset", "0023456789", "repeats"),
+    ("max_label_length", 99, "time steps"),
+])
+def test_metadata_that_disagrees_with_the_network_is_refused_on_open(trained_model, tmp_path, field, value,
+                                                                        problem):
+    path = rewritten_model(trained_model, tmp_path / "crafted.keras",
+                           lambda config: model_info_config(config).update({field: value}))
+    with pytest.raises(ModelLoadError, match=problem):
+        open_reader(path)
+
+
+@pytest.mark.parametrize("member, mebibytes", [("config.json", 40), ("assets/blob.bin", 40)])
+def test_archive_that_inflates_beyond_any_model_of_ours_is_refused_unread(trained_model, tmp_path, member,
+                                                                          mebibytes):
+    if member == "config.json":  # valid JSON padded with whitespace, as a bomb would be
+        path = rewritten_model(trained_model, tmp_path / "bomb.keras",
+                               lambda config: config.update(padding=" " * (mebibytes * 2**20)))
+    else:
+        path = rewritten_model(trained_model, tmp_path / "bomb.keras", extra_members=[(member, mebibytes * 2**20)])
+    assert path.stat().st_size < trained_model.stat().st_size + 2**20, "a small file that inflates"
+    with pytest.raises(ModelLoadError, match="uncompressed"):
+        open_reader(path)

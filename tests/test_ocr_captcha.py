@@ -83,3 +83,95 @@ def test_missing_data_dir_is_one_clear_line(tmp_path, capsys):
     assert ocr_captcha.main(["--data-dir", str(tmp_path / "nothing"), "--model", str(tmp_path / "m.keras")]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"error: {tmp_path / 'nothing'}: no such folder"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "--seed: must be at least 0"),
+    (["--img-height", "1"], "--img-height: must be at least 8"),
+    (["--audit", "x", "--folds", "1"], "--folds: must be at least 2"),
+    (["--learning-rate", "nan"], "--learning-rate: must be a number above 0"),
+])
+def test_bad_flag_values_are_refused_by_the_parser(flags, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        ocr_captcha.main(flags)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_tf_config_that_is_not_json_is_one_line(tiny_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{cluster: nope")
+    assert train_one_epoch(tmp_path, tiny_data, "--strategy", "multiworker") == 1
+    assert "TF_CONFIG is not valid JSON" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("name, message", [("m.h5", "must end in .keras"), ("folder.keras", "is a folder")])
+def test_model_path_that_cannot_be_saved_fails_before_training(name, message, tiny_data, tmp_path, capsys):
+    (tmp_path / "folder.keras").mkdir()
+    started = time.monotonic()
+    assert ocr_captcha.main(["--data-dir", str(tiny_data), "--model", str(tmp_path / name), "--epochs", "1"]) == 1
+    assert message in one_error_line(capsys)
+    assert time.monotonic() - started < 5, "the check must come before loading and training"
+
+
+@pytest.mark.parametrize("flags", [
+    ["--evaluate", "{data}", "--report", "{model}"],
+    ["--audit", "{data}", "--report", "{model}"],
+    ["--export-lite", "{model}"],
+    ["--export-savedmodel", "{model}"],
+    ["--init-from", "{model}", "--data-dir", "{data}"],
+    ["--test-dir", "{data}", "--data-dir", "{data}", "--model", "{data}/m.keras"],
+    ["--data-dir", "{data}", "--model", "{data}/m.keras"],
+    ["--evaluate", "{data}", "--report", "{data}"],
+])
+def test_no_output_overwrites_the_model_or_lands_among_the_inputs(flags, trained_model, tiny_data, tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    shutil.copy(trained_model, model)
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    before = sorted(p.name for p in data.iterdir())
+    args = [flag.format(model=model, data=data) for flag in flags]
+    args = args if "--model" in args else [*args, "--model", str(model)]
+    started = time.monotonic()
+    assert ocr_captcha.main([*args, "--epochs", "1", "--verbose", "0"]) == 1
+    assert "would" in one_error_line(capsys)
+    assert model.read_bytes() == trained_model.read_bytes()
+    assert sorted(p.name for p in data.iterdir()) == before
+    assert time.monotonic() - started < 5, "the check must come before any work"
+
+
+def test_report_into_a_missing_folder_is_created(trained_model, tiny_data, tmp_path):
+    report = tmp_path / "reports" / "today" / "evaluation.json"
+    assert ocr_captcha.main(["--evaluate", str(tiny_data), "--model", str(trained_model),
+                             "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["n"] == 64
+
+
+def test_export_savedmodel_onto_a_file_is_one_line(trained_model, tmp_path, capsys):
+    target = tmp_path / "serving"
+    target.write_text("a file")
+    assert ocr_captcha.main(["--export-savedmodel", str(target), "--model", str(trained_model)]) == 1
+    assert "not a folder" in one_error_line(capsys)
+    assert target.read_text() == "a file"
+
+
+def test_failed_run_leaves_no_scratch_folder(tiny_data, tmp_path, capsys):
+    assert ocr_captcha.main(["--data-dir", str(tiny_data), "--model", str(tmp_path / "m.keras"),
+                             "--img-width", "12"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("backup_left", [False, True])
+def test_interrupted_run_says_resume_only_when_it_can(backup_left, tiny_data, tmp_path, capsys, monkeypatch):
+    from captcha_reader import training
+
+    def interrupted(settings, strategy, chief):
+        if backup_left:
+            (training.scratch_dir(Path(settings.model)) / "run-0123456789abcdef" / "backup").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train_and_save", interrupted)
+    assert train_one_epoch(tmp_path, tiny_data) == 130
+    err = capsys.readouterr().err
+    assert ("run the same command again to resume" in err) == backup_left, err
+    assert (tmp_path / "out" / "m.training").exists() == backup_left

@@ -1,5 +1,6 @@
 """predict_example.py: output formats, errors, and train-then-read as a new user."""
 
+import io
 import json
 import os
 import shutil
@@ -117,3 +118,20 @@ def test_missing_test_png_says_what_to_do(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.strip().startswith("error: test.png: no such file")
+
+
+def test_file_names_with_newlines_or_bad_bytes_stay_on_their_line(trained_model, tiny_data, tmp_path, capsys,
+                                                                   monkeypatch):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    image = sorted(tiny_data.iterdir())[0]
+    names = ["a\nb\tc.png", os.fsdecode(b"d\xffe.png"), "plain.png", "x\\ny.png"]
+    for name in names:
+        shutil.copy(image, folder / name)
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")  # a strict UTF-8 pipe
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert predict_example.main([str(folder), "--model", str(trained_model)]) == 0
+    stdout.seek(0)
+    lines = stdout.read().splitlines()
+    assert [line.rsplit("\t", 1)[0] for line in lines] == [
+        f"{folder}/a\\nb\\tc.png", f"{folder}/d\\xffe.png", f"{folder}/plain.png", f"{folder}/x\\\\ny.png"]

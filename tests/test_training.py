@@ -279,3 +279,14 @@ def test_settings_that_only_change_output_keep_the_key():
 def test_the_key_test_covers_every_setting_that_changes_a_run():
     covered = {field for field, _ in KEY_CASES}
     assert covered == set(TrainingSettings().run_fields())
+
+
+def test_run_whose_loss_is_not_finite_fails_and_keeps_the_model(trained_model, tiny_data, tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    shutil.copy(trained_model, model)
+    status = ocr_captcha.main(["--data-dir", str(tiny_data), "--model", str(model), "--epochs", "2",
+                               "--learning-rate", "1e30", "--img-height", "16", "--verbose", "0"])
+    assert status == 1
+    assert "not finite" in one_error_line(capsys)
+    assert model.read_bytes() == trained_model.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"], "no .prev, no scratch folder, no plots"

@@ -44,6 +44,14 @@ def test_one_reading_for_every_image_is_a_run_that_learned_nothing():
     assert any(line.startswith("likely cause") for line in verdict.lines)
 
 
+def test_noise_spelled_at_the_right_length_is_a_run_that_learned_nothing():
+    truths = [f"{i:04d}" for i in range(40)]
+    noise = [f"{(7 * i) % 10}{(3 * i) % 10}77" for i in range(40)]  # format-aware decoding of an untrained model
+    assert judge_validation(truths, noise, np.ones((40, 48, 128)), SPEC).learned_nothing
+    nearly = [t[:3] + "9" for t in truths]  # three characters in four right: learned a lot, not yet enough
+    assert not judge_validation(truths, nearly, np.ones((40, 48, 128)), SPEC).learned_nothing
+
+
 def test_likely_causes_name_what_they_can_check():
     images = np.ones((4, 48, 128), np.float32)
     images[:, 20:28, 0:20] = 0.0  # text in a sixth of the width
