@@ -4,6 +4,7 @@
     python predict_example.py IMG_OR_DIR [...] [--model PATH] [--json]
     python predict_example.py --info                   # what the model knows: charset, geometry, scores
     python predict_example.py test.png --model model/ocr_captcha.onnx   # light runtime, no TensorFlow
+    python predict_example.py --serve [--model model/ocr_captcha.onnx] [--host H] [--port P]   # HTTP service
 
 With one image the output is just its text. With several images, or a folder
 (its image files, sorted, not recursive), each line is `path<TAB>text`; with
@@ -38,6 +39,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model file (default: {DEFAULT_MODEL})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--info", action="store_true", help="print what the model was trained for and exit")
+    parser.add_argument("--serve", action="store_true",
+                        help="serve --model over HTTP instead (python -m captcha_reader.service --help lists its flags)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help="keras: TensorFlow; lite: an ONNX export through onnxruntime, without TensorFlow; "
                              "auto (default): lite for an ONNX --model, else keras")
@@ -99,6 +102,11 @@ def print_results(results: dict[str, object], many: bool, as_json: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Read the images named on the command line; errors are one line on stderr."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--serve" in argv:
+        from captcha_reader.service import main as serve  # FastAPI and uvicorn only when serving
+
+        return serve([arg for arg in argv if arg != "--serve"])
     args = parse_args(argv)
     try:
         paths, many = ([], False) if args.info else expand_inputs(args.inputs)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from captcha_reader.base import ImageReadError, width_for
 
@@ -29,8 +29,8 @@ def describe(source: ImageSource) -> str:
     return f"<{type(source).__name__}>"
 
 
-def open_image(source: ImageSource) -> Image.Image:
-    """Open an image lazily and check its declared size before any pixel is decoded."""
+def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open an image lazily and check its declared size against `max_pixels` before any pixel is decoded."""
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, np.ndarray):
@@ -43,9 +43,9 @@ def open_image(source: ImageSource) -> Image.Image:
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageReadError(f"{describe(source)}: empty image ({width}x{height})")
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > max_pixels:
         raise ImageReadError(
-            f"{describe(source)}: image too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS:,});"
+            f"{describe(source)}: image too large ({width}x{height} pixels, limit {max_pixels:,});"
             " refused before decoding"
         )
     return image
@@ -68,10 +68,10 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     return image.convert("RGB").convert("L")
 
 
-def read_image(source: ImageSource, height: int, width: int) -> np.ndarray:
+def read_image(source: ImageSource, height: int, width: int, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image as a float32 (height, width) array in [0, 1], resized to the model geometry."""
     try:
-        with_header_checked = open_image(source)
+        with_header_checked = open_image(source, max_pixels)
         gray = to_grayscale(with_header_checked)
         resized = gray.resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(resized, dtype=np.float32) / 255.0
@@ -83,6 +83,8 @@ def read_image(source: ImageSource, height: int, width: int) -> np.ndarray:
         raise ImageReadError(f"{describe(source)}: is a folder, not an image") from None
     except Image.DecompressionBombError:
         raise ImageReadError(f"{describe(source)}: image too large; refused before decoding") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{describe(source)}: not a readable image (unknown format)") from None
     # Pillow's decoders raise many kinds of exception on corrupt data (OSError,
     # SyntaxError, ValueError, struct.error, EOFError, ...): all mean "unreadable".
     except Exception as exc:  # noqa: BLE001

@@ -13,14 +13,6 @@ from captcha_reader.base import ModelLoadError
 from captcha_reader.lite import is_lite_model, load_lite_reader
 
 
-@pytest.fixture(scope="session")
-def lite_model(trained_model, tmp_path_factory):
-    """The tiny model exported with --export-lite."""
-    path = tmp_path_factory.mktemp("lite") / "tiny.onnx"
-    assert ocr_captcha.main(["--export-lite", str(path), "--model", str(trained_model)]) == 0
-    return path
-
-
 def test_export_is_one_file_with_spec_and_scores(lite_model, reader):
     assert [p.name for p in lite_model.parent.iterdir()] == ["tiny.onnx"]
     lite = load_lite_reader(lite_model)
