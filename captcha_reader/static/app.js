@@ -25,9 +25,14 @@ async function showModel() {
 function card(file, result) {
   const item = document.createElement("li");
   item.className = "result";
-  const image = document.createElement("img");
-  image.src = URL.createObjectURL(file);
-  image.alt = file.name;
+  const image = document.createElement(result.error === undefined ? "img" : "div");
+  if (result.error === undefined) {
+    image.src = URL.createObjectURL(file);
+    image.alt = file.name;
+  } else {
+    image.className = "no-preview";
+    image.textContent = "no preview";
+  }
   const middle = document.createElement("div");
   const right = document.createElement("div");
   right.className = "confidence";
@@ -53,7 +58,7 @@ function card(file, result) {
 }
 
 async function readFiles(files) {
-  files = Array.from(files).filter((file) => file.type.startsWith("image/") || file.type === "");
+  files = Array.from(files);  // anything goes: the service says why a file cannot be read
   if (!files.length) return;
   const form = new FormData();
   files.forEach((file) => form.append("images", file, file.name));
