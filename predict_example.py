@@ -104,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Read the images named on the command line; errors are one line on stderr."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--serve" in argv:
-        from captcha_reader.service import main as serve  # FastAPI and uvicorn only when serving
+        from captcha_reader.service import (
+            main as serve,  # FastAPI and uvicorn only when serving
+        )
 
         return serve([arg for arg in argv if arg != "--serve"])
     args = parse_args(argv)

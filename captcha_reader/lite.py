@@ -60,7 +60,11 @@ def load_lite_reader(path: Union[str, Path]) -> LiteReader:
     except ImportError:
         raise ModelLoadError("onnxruntime is not installed: pip install -r requirements.txt") from None
     try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        # Idle threads sleep instead of spinning: with other work on the cores (the service's event loop,
+        # other programs) spinning threads took 3x longer per batch on the 2-core machine (benchmarks/levers.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         metadata = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
         return LiteReader(session, metadata)
     except Exception as error:  # noqa: BLE001 - onnxruntime and a bad file raise many types; all mean "unusable"

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-import ocr_captcha
 from captcha_reader.base import ModelLoadError
 from captcha_reader.lite import is_lite_model, load_lite_reader
 
