@@ -103,6 +103,7 @@ class Batcher:
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self.pending: collections.deque = collections.deque()  # (array, future, arrival time)
         self.admitted = 0
+        self.reading = 0  # images in the network now
         self.batches = 0
         self.images_read = 0
         self.largest_batch = 0
@@ -144,14 +145,18 @@ class Batcher:
         self._arrived.set()
         return list(await asyncio.gather(*futures))
 
+    def incoming(self) -> int:
+        """Images accepted and still being decoded: they will join the queue shortly."""
+        return self.admitted - len(self.pending) - self.reading
+
     async def _next_batch(self) -> list[tuple[np.ndarray, asyncio.Future]]:
-        """Wait for images, then until the batch is full or its oldest image has waited max_wait_s."""
+        """Wait for images; then, while more are being decoded, until the batch is full or has waited max_wait_s."""
         loop = asyncio.get_running_loop()
         while not self.pending:
             self._arrived.clear()
             await self._arrived.wait()
         deadline = self.pending[0][2] + self.max_wait_s
-        while len(self.pending) < self.max_batch and (left := deadline - loop.time()) > 0:
+        while len(self.pending) < self.max_batch and self.incoming() > 0 and (left := deadline - loop.time()) > 0:
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), left)
@@ -165,6 +170,7 @@ class Batcher:
             batch = await self._next_batch()
             if not batch:
                 continue
+            self.reading = len(batch)
             try:
                 readings = await loop.run_in_executor(
                     self._executor, self.reader.read_arrays, np.stack([array for array, _ in batch]))
@@ -173,6 +179,8 @@ class Batcher:
                     if not future.done():
                         future.set_exception(error)
                 continue
+            finally:
+                self.reading = 0
             self.batches += 1
             self.images_read += len(batch)
             self.largest_batch = max(self.largest_batch, len(batch))

@@ -254,3 +254,11 @@ def health_ok(port: int) -> bool:
             return answer.status == 200
     except OSError:
         return False
+
+
+def test_a_lone_request_does_not_wait_for_a_batch(onnx_reader, images):
+    with TestClient(create_app(onnx_reader, ServiceSettings(max_wait_ms=120_000))) as client:
+        started = time.monotonic()
+        answer = client.post("/read", files=files_of(images[:1]))
+    assert answer.status_code == 200
+    assert time.monotonic() - started < 60  # nothing else was being decoded: no reason to wait the 120 s
