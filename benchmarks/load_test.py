@@ -16,6 +16,7 @@ every loop is bounded in requests and in time. Writes service.json (and service.
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -379,7 +380,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     images = [Path(args.images) / p.name for p in list_images(args.images)]
     datas = [path.read_bytes() for path in images]
-    log = out / "service.log"
+    log = Path(tempfile.mkdtemp(prefix="load_test_log_")) / "service.log"  # the servers' output, kept out of --out
     results = {"model": args.model, "images": len(images), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python "
                           f"{platform.python_version()}, onnxruntime {onnxruntime.__version__}",
@@ -387,6 +388,8 @@ def main() -> int:
     results["offline"] = offline_reference(args.model, datas, rounds=1 if args.quick else 3)
     results["cold_start_s"] = round(cold_start_s(args.model, read_request(images[0].name, datas[0]), log), 3)
     expected = predict_example_texts(args.model, args.images)
+    gc.collect()
+    gc.freeze()  # the generator's own collections would otherwise show up as the server's latency
     port = free_port()
     server = start_service(args.model, port, log)
     try:
@@ -401,7 +404,7 @@ def main() -> int:
     if not args.quick:
         (out / "service.md").write_text("# Reading service under load\n\nWritten by `benchmarks/load_test.py`; "
                                         "do not edit by hand.\n\n" + table + "\n")
-    print(f"wrote {out / 'service.json'}")
+    print(f"wrote {out / 'service.json'}; the servers' log: {log}")
     return 0
 
 

@@ -19,6 +19,7 @@ import base64
 import binascii
 import collections
 import contextlib
+import gc
 import os
 import secrets
 import sys
@@ -389,6 +390,10 @@ def create_app(reader: BaseReader, settings: ServiceSettings = ServiceSettings()
         decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         app.state.decoder = decoder
         await app.state.batcher.start()
+        # The objects made at startup (FastAPI's, pydantic's, the model's) live as long as the app: frozen,
+        # the collector stops walking them, and its full collections no longer pause every request in flight.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
