@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from helpers import bomb_png, free_port
 
 import predict_example
+from captcha_reader import service
 from captcha_reader.base import DatasetError
 from captcha_reader.lite import load_lite_reader
 from captcha_reader.reading import BaseReader
@@ -262,3 +263,14 @@ def test_a_lone_request_does_not_wait_for_a_batch(onnx_reader, images):
         answer = client.post("/read", files=files_of(images[:1]))
     assert answer.status_code == 200
     assert time.monotonic() - started < 60  # nothing else was being decoded: no reason to wait the 120 s
+
+
+def test_a_public_address_without_a_token_warns(lite_model, monkeypatch, capsys):
+    monkeypatch.setattr(service.uvicorn, "run", lambda app, **options: None)  # no server: only the checks before it
+    monkeypatch.delenv(service.TOKEN_ENV, raising=False)
+    assert service.main(["--model", str(lite_model), "--host", "0.0.0.0"]) == 0
+    assert "warning: serving on 0.0.0.0 without a token" in capsys.readouterr().err
+    assert service.main(["--model", str(lite_model)]) == 0
+    monkeypatch.setenv(service.TOKEN_ENV, "from-the-environment")
+    assert service.main(["--model", str(lite_model), "--host", "0.0.0.0"]) == 0
+    assert capsys.readouterr().err == ""
