@@ -85,6 +85,8 @@ def main() -> int:
     parser.add_argument("--out", help="folder for int8.json (default: benchmarks/results; --quick: a temp folder)")
     args = parser.parse_args()
     out = Path(args.out or (tempfile.mkdtemp(prefix="int8_") if args.quick else ROOT / "benchmarks" / "results"))
+    if args.quick and out.resolve() == (ROOT / "benchmarks" / "results").resolve():
+        parser.error("--quick never writes into benchmarks/results: give another --out")
     out.mkdir(parents=True, exist_ok=True)
     base = load_lite_reader(args.model)
     test = load_images(labelled_items(args.images)[:64 if args.quick else None], base.spec)

@@ -377,6 +377,8 @@ def main() -> int:
     if args.quick:
         args.requests, args.sweep_requests = 300, 100
     out = Path(args.out or (tempfile.mkdtemp(prefix="load_test_") if args.quick else ROOT / "benchmarks" / "results"))
+    if args.quick and out.resolve() == (ROOT / "benchmarks" / "results").resolve():
+        parser.error("--quick never writes into benchmarks/results: give another --out")
     out.mkdir(parents=True, exist_ok=True)
     images = [Path(args.images) / p.name for p in list_images(args.images)]
     datas = [path.read_bytes() for path in images]
