@@ -263,6 +263,7 @@ async def long_run(port: int, pid: int, clients: int, total: int, make_request, 
     summary = await run_clients(port, clients, total, make_request, check)
     stop.set()
     await sampler
+    samples.append((time.perf_counter(), rss_mb(pid)))  # at least one sample after warm-up, however short the run
     elapsed = time.perf_counter() - started
     warm = [mb for at, mb in samples if at - started >= 0.1 * elapsed]  # after the first 10% of the run
     summary.update({"rss_start_mb": round(samples[0][1], 1), "rss_after_warmup_mb": round(warm[0], 1),
