@@ -94,6 +94,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     modes.add_argument("--evaluate", metavar="DIR", help="score --model on a labelled folder (no training)")
     modes.add_argument("--audit", metavar="DIR", help="rank a folder's files by how likely their labels are wrong")
     modes.add_argument("--export-lite", metavar="PATH", help="write --model as one ONNX file for the light runtime")
+    parser.add_argument("--int8", action="store_true",
+                        help="with --export-lite: int8 weights for the LSTMs and dense layers (smaller, faster, same texts"
+                             " on 1,000 fresh images)")
     modes.add_argument("--export-savedmodel", metavar="DIR", help="write --model as a SavedModel for TF Serving in DIR/1")
     parser.add_argument("--report", metavar="FILE", help="JSON report of --evaluate or --audit (default: beside the model)")
     parser.add_argument("--folds", type=int_at_least(2), default=5, help="models trained by --audit (default: %(default)s)")
@@ -127,6 +130,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.init_from and (args.evaluate or args.audit or args.export_lite or args.export_savedmodel):
         parser.error("--init-from is for training only")
+    if args.int8 and not args.export_lite:
+        parser.error("--int8 goes with --export-lite")
     return args
 
 
@@ -181,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         from captcha_reader.export import export_lite
         from captcha_reader.model import load_keras_reader
 
-        export_lite(load_keras_reader(model), Path(args.export_lite))
+        export_lite(load_keras_reader(model), Path(args.export_lite), int8=args.int8)
     elif args.export_savedmodel:
         from captcha_reader.export import export_savedmodel
         from captcha_reader.model import load_keras_reader

@@ -4,6 +4,7 @@ r"""Read captchas with a model trained by ocr_captcha.py.
     python predict_example.py IMG_OR_DIR [...] [--model PATH] [--json]
     python predict_example.py --info                   # what the model knows: charset, geometry, lengths, scores
     python predict_example.py test.png --model model/ocr_captcha.onnx   # light runtime, no TensorFlow
+    python predict_example.py --serve [--model model/ocr_captcha.onnx] [--host H] [--port P]   # HTTP service
     python predict_example.py IMG --length 4-6 --charset 0123456789      # read another text format
 
 By default a reading has the format of the model's training labels: their lengths
@@ -59,6 +60,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--charset", help="allowed characters, a subset of the model's (default: all of them)")
     parser.add_argument("--greedy", action="store_true",
                         help="greedy decoding: the best class at each step, any length and character")
+    parser.add_argument("--serve", action="store_true",
+                        help="serve --model over HTTP instead (python -m captcha_reader.service --help lists its flags)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help="keras: TensorFlow; lite: an ONNX export through onnxruntime, without TensorFlow; "
                              "auto (default): lite for an ONNX --model, else keras")
@@ -132,6 +135,13 @@ def print_results(results: dict[str, object], many: bool, as_json: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Read the images named on the command line; errors are one line on stderr."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--serve" in argv:
+        from captcha_reader.service import (
+            main as serve,  # FastAPI and uvicorn only when serving
+        )
+
+        return serve([arg for arg in argv if arg != "--serve"])
     args = parse_args(argv)
     try:
         paths, many = ([], False) if args.info else expand_inputs(args.inputs)

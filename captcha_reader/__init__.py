@@ -3,7 +3,7 @@
 The modules stand in layers; each imports only from the layers below it (checked by the
 import-linter contract in `.importlinter`):
 
-    audit                         out-of-fold label audit (trains k models)
+    audit | service               out-of-fold label audit (trains k models); the HTTP reading service
     training                      the training recipe: data pipeline, optimizer, fit, save
     export | distributed | plots  ONNX and SavedModel exports, tf.distribute, figures of a run
     records                       TFRecord shards, and images decoded in TensorFlow ops

@@ -3,7 +3,8 @@
     python ocr_captcha.py --export-lite model/ocr_captcha.onnx --model model/ocr_captcha.keras
 
 `--export-lite` writes one ONNX file (Keras' own ONNX export, through tf2onnx) with the
-charset and geometry in its metadata, for `lite.py` and `predict_example.py`.
+charset and geometry in its metadata, for `lite.py` and `predict_example.py`; with `--int8`
+the LSTMs and dense layers get int8 weights (dynamic quantization: same texts, faster).
 `--export-savedmodel DIR` writes DIR/1 for TF Serving: its serving_default signature
 takes encoded images and returns text and confidence, decoded in the graph. That
 decoding is greedy (any length, any character of the charset), not the format-aware
@@ -12,6 +13,7 @@ decoding of the Python readers (decoding.py), which keeps to the training labels
 
 import contextlib
 import io
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -24,9 +26,24 @@ from captcha_reader.files import check_writable
 from captcha_reader.model import KerasReader
 from captcha_reader.tf_import import keras, tf
 
+# Quantized by --int8: the LSTMs and the dense layers. Int8 convolutions (ConvInteger) ran 3-4x slower
+# than float ones here, and static quantization of the convolutions cost 0.2 points (benchmarks/levers.md).
+INT8_OPS = ["MatMul", "LSTM"]
 
-def export_lite(reader: KerasReader, path: Path) -> None:
-    """Write the network and its charset and geometry as one ONNX file at `path`, atomically."""
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Write `source`, an ONNX export, to `target` with int8 weights for its LSTMs and dense layers."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # it advises a pre-processing step on the root logger, every time
+    try:
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def export_lite(reader: KerasReader, path: Path, int8: bool = False) -> None:
+    """Write the network and its charset and geometry as one ONNX file at `path`, atomically; `int8`: quantized."""
     import onnx
 
     if path.is_dir():
@@ -35,6 +52,7 @@ def export_lite(reader: KerasReader, path: Path) -> None:
     model = reader.model
     model.predict_on_batch(np.zeros((1, reader.spec.height, reader.spec.width), np.float32))  # Keras exports called models
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.onnx")
+    quantized = path.with_name(f".{path.stem}.int8-{os.getpid()}.onnx")
     try:
         # tf2onnx reports every graph rewrite on stdout and stderr; errors still raise.
         with contextlib.redirect_stdout(io.StringIO()), silenced_stderr():
@@ -44,10 +62,14 @@ def export_lite(reader: KerasReader, path: Path) -> None:
         entry.key = lite.METADATA_KEY
         entry.value = lite.lite_metadata(reader.spec, reader.validation, reader.format_version)
         onnx.save(proto, str(tmp))
+        if int8:
+            quantize_int8(tmp, quantized)
+            os.replace(quantized, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+        quantized.unlink(missing_ok=True)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB{', int8 weights' if int8 else ''})")
 
 
 # ---------------------------------------------------------------------------

@@ -64,25 +64,25 @@ def image_bytes(source: Union[str, Path, bytes]) -> bytes:
     return data
 
 
-def check_pixels(image: Image.Image, source: ImageSource) -> Image.Image:
-    """The image, if its size is within the limits; refused before its pixels are decoded otherwise."""
+def check_pixels(image: Image.Image, source: ImageSource, max_pixels: int) -> Image.Image:
+    """The image, if its size is within `max_pixels`; refused before its pixels are decoded otherwise."""
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageReadError(f"{describe(source)}: empty image ({width}x{height})")
-    if width * height > MAX_IMAGE_PIXELS:
+    if width * height > max_pixels:
         raise ImageReadError(
-            f"{describe(source)}: image too large ({width}x{height} pixels, limit {MAX_IMAGE_PIXELS:,});"
+            f"{describe(source)}: image too large ({width}x{height} pixels, limit {max_pixels:,});"
             " refused before decoding"
         )
     return image
 
 
-def open_image(source: ImageSource) -> Image.Image:
+def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Open an image lazily, as one of PILLOW_FORMATS, and check its size before any pixel is decoded."""
     if isinstance(source, Image.Image):
-        return check_pixels(source, source)
+        return check_pixels(source, source, max_pixels)
     if isinstance(source, np.ndarray):
-        return check_pixels(Image.fromarray(source), source)
+        return check_pixels(Image.fromarray(source), source, max_pixels)
     with warnings.catch_warnings():
         # Pillow only warns below twice its own limit; ours is lower and checked just after.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -90,7 +90,7 @@ def open_image(source: ImageSource) -> Image.Image:
             image = Image.open(BytesIO(image_bytes(source)), formats=PILLOW_FORMATS)
         except Image.UnidentifiedImageError:
             raise ImageReadError(f"{describe(source)}: not a readable image (not PNG, JPEG, GIF, BMP or WEBP)") from None
-    return check_pixels(image, source)
+    return check_pixels(image, source, max_pixels)
 
 
 def to_grayscale(image: Image.Image) -> Image.Image:
@@ -110,10 +110,10 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     return image.convert("RGB").convert("L")
 
 
-def read_image(source: ImageSource, height: int, width: int) -> np.ndarray:
+def read_image(source: ImageSource, height: int, width: int, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image as a float32 (height, width) array in [0, 1], resized to the model geometry."""
     try:
-        with_size_checked = open_image(source)
+        with_size_checked = open_image(source, max_pixels)
         gray = to_grayscale(with_size_checked)
         resized = gray.resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(resized, dtype=np.float32) / 255.0

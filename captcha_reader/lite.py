@@ -64,7 +64,11 @@ def load_lite_reader(path: Union[str, Path]) -> LiteReader:
     if path.stat().st_size > MAX_LITE_BYTES:
         raise ModelLoadError(f"{path}: {path.stat().st_size:,} bytes; a model of ours needs at most {MAX_LITE_BYTES:,}")
     try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        # Idle threads sleep instead of spinning: with other work on the cores (the service's event loop,
+        # other programs) spinning threads took 3x longer per batch on the 2-core machine (benchmarks/levers.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         metadata = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
         reader = LiteReader(session, metadata)
     except Exception as error:  # noqa: BLE001 - onnxruntime and a bad file raise many types; all mean "unusable"

@@ -33,6 +33,14 @@ def trained_model(tiny_data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def lite_model(trained_model, tmp_path_factory) -> Path:
+    """The tiny model exported with --export-lite, alone in its folder."""
+    path = tmp_path_factory.mktemp("lite") / "tiny.onnx"
+    assert ocr_captcha.main(["--export-lite", str(path), "--model", str(trained_model)]) == 0
+    return path
+
+
+@pytest.fixture(scope="session")
 def reader(trained_model):
     """The tiny model loaded back as a Reader."""
     return open_reader(trained_model)

@@ -117,3 +117,26 @@ def test_graph_pixel_limit_is_sized_for_captchas_not_photos(savedmodel):
     data = encoded(Image.new("L", (2000, 2000), 255), "PNG")
     with pytest.raises(tf.errors.InvalidArgumentError, match="too large"):
         savedmodel(image_bytes=tf.constant([data]))
+
+
+def test_int8_quantizes_lstms_and_dense_layers_only(lite_model, tiny_data, tmp_path):
+    import onnx
+
+    from captcha_reader.export import quantize_int8
+    from captcha_reader.lite import load_lite_reader
+
+    path = tmp_path / "int8.onnx"
+    quantize_int8(lite_model, path)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"DynamicQuantizeLSTM", "MatMulInteger", "Conv"} <= ops and "LSTM" not in ops and "ConvInteger" not in ops
+    assert path.stat().st_size < 0.5 * lite_model.stat().st_size
+    int8, float32 = load_lite_reader(path), load_lite_reader(lite_model)
+    assert int8.spec == float32.spec and int8.validation == float32.validation
+    batch = float32.preprocess(sorted(tiny_data.iterdir()))
+    assert np.abs(int8.logits(batch) - float32.logits(batch)).max() < 0.5
+
+
+def test_int8_goes_with_export_lite():
+    assert ocr_captcha.parse_args(["--export-lite", "m.onnx", "--int8"]).int8
+    with pytest.raises(SystemExit):
+        ocr_captcha.parse_args(["--int8"])

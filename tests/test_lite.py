@@ -8,17 +8,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-import ocr_captcha
 from captcha_reader.base import ModelLoadError
 from captcha_reader.lite import LiteReader, is_lite_model, load_lite_reader
-
-
-@pytest.fixture(scope="session")
-def lite_model(trained_model, tmp_path_factory):
-    """The tiny model exported with --export-lite."""
-    path = tmp_path_factory.mktemp("lite") / "tiny.onnx"
-    assert ocr_captcha.main(["--export-lite", str(path), "--model", str(trained_model)]) == 0
-    return path
 
 
 def test_export_is_one_file_with_spec_and_scores(lite_model, reader):
