@@ -164,12 +164,15 @@ def test_model_health_page_and_docs(onnx_reader, reader):
         page = client.get("/")
         script = client.get("/static/app.js")
         docs = client.get("/docs")
+        docs_script = client.get("/docs-assets/swagger-ui-bundle.js")
         schema = client.get("/openapi.json").json()
     assert model == reader.info()
     assert health["status"] == "ok" and health["token_required"] is False
     assert page.status_code == 200 and 'src="/static/app.js"' in page.text and "//" not in page.text.split("<body")[0]
     assert script.status_code == 200 and "/read" in script.text
-    assert docs.status_code == 200
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "http://" not in docs.text and "https://" not in docs.text, "the docs page loads nothing from a CDN"
+    assert docs_script.status_code == 200 and len(docs_script.content) > 100_000
     assert set(schema["paths"]["/read"]["post"]["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
 
 
