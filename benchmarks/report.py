@@ -99,7 +99,7 @@ def render_markdown(results: dict) -> str:
                   f"| `python predict_example.py test.png --model ...`, median wall | {r['cli_keras_s']:.2f} s | "
                   f"{r['cli_lite_s']:.2f} s |", "",
                   f"- Texts identical to the Keras path: light runtime {r['lite_same_texts']} of {r['images']}, "
-                  f"SavedModel (raw bytes in, decoding in the graph) {r['savedmodel_same_texts']} of {r['images']}.",
+                  f"SavedModel (raw bytes in, greedy decoding in the graph, against the Keras reader's greedy decoding) {r['savedmodel_same_texts']} of {r['images']}.",
                   f"- `python -c \"import tensorflow\"`: {r['import_tensorflow_s']:.2f} s. ONNX file: {r['lite_file_mb']:.2f} MB.", ""]
     workers = results.get("workers")
     if workers:

@@ -10,12 +10,12 @@ RUN = [sys.executable, str(ROOT / "benchmarks" / "run.py")]
 
 
 def test_quick_recipes_and_runtimes_write_results_elsewhere(tmp_path):
-    result = subprocess.run([*RUN, "--quick", "--suite", "recipes,runtimes", "--out", str(tmp_path)],
+    result = subprocess.run([*RUN, "--quick", "--suite", "recipes,runtimes", "--recipes", "C", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     recipes = results["recipes"]["recipes"]
-    assert set(recipes) == {"A", "B", "C"}
+    assert set(recipes) == {"C"}
     for row in recipes.values():
         assert row["test_seq_acc"] is not None and row["images_per_s"] > 0 and row["params"] > 0
         assert row["peak_rss_mb"] > 0 and row["model_mb"] > 0

@@ -96,7 +96,7 @@ def test_a_bad_image_gets_its_own_error(onnx_reader, images):
         assert client.get("/health").json()["status"] == "ok"
     results = answer.json()["results"]
     assert answer.status_code == 200 and results[0] == expected(onnx_reader, images[:1])[0]
-    assert results[1] == {"error": "notes.txt: not a readable image (unknown format)"}
+    assert results[1] == {"error": "notes.txt: not a readable image (not PNG, JPEG, GIF, BMP or WEBP)"}
     assert results[2]["error"].startswith("bomb.png: image too large")
     assert results[3] == {"error": "empty.png: empty file"}
     assert json_answer.status_code == 422
