@@ -2,7 +2,7 @@
 
 import csv
 from pathlib import Path
-from typing import Union
+from typing import NamedTuple, Union
 
 from captcha_reader.base import (
     BLANK_INDEX,
@@ -13,6 +13,7 @@ from captcha_reader.base import (
 from captcha_reader.images import IMAGE_EXTENSIONS
 
 LABELS_CSV = "labels.csv"
+CSV_HEADER = ("path", "label", "note")
 
 
 # ---------------------------------------------------------------------------
@@ -40,27 +41,47 @@ def list_images(folder: Union[str, Path]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
-def read_labels_csv(csv_path: Path) -> dict[str, str]:
-    """Map file name to label from a `path,label` CSV file (a header row is optional)."""
-    labels = {}
+class LabelRow(NamedTuple):
+    """One file's entry in labels.csv: its label ("" = left out of training) and why (`note`)."""
+
+    label: str
+    note: str = ""
+
+
+def read_label_rows(csv_path: Path) -> dict[str, LabelRow]:
+    """Map file name to its last row in a `path,label[,note]` CSV file (a header row is optional).
+
+    The file may be an append-only log: a later row for a file replaces an earlier one.
+    An empty label leaves the file out of training (not labelled yet, or `unreadable`).
+    """
+    rows = {}
     with open(csv_path, newline="", encoding="utf-8") as handle:
         for line_number, row in enumerate(csv.reader(handle), start=1):
-            if not row or (line_number == 1 and row == ["path", "label"]):
+            if not row or (line_number == 1 and row in (list(CSV_HEADER[:2]), list(CSV_HEADER))):
                 continue
-            if len(row) != 2 or not row[1]:
-                raise DatasetError(f"{csv_path}:{line_number}: expected `path,label`, got {row!r}")
-            labels[Path(row[0]).name] = row[1]
-    return labels
+            if len(row) not in (2, 3) or not row[0]:
+                raise DatasetError(f"{csv_path}:{line_number}: expected `path,label` or `path,label,note`, got {row!r}")
+            rows[Path(row[0]).name] = LabelRow(*row[1:])
+    return rows
+
+
+def read_labels_csv(csv_path: Path) -> dict[str, str]:
+    """Map file name to label from a labels.csv; "" for a file left out of training."""
+    return {name: row.label for name, row in read_label_rows(csv_path).items()}
 
 
 def list_labelled_images(folder: Union[str, Path]) -> list[tuple[Path, str]]:
-    """(path, label) for every image in `folder`; `labels.csv` there overrides file names."""
+    """(path, label) for every image in `folder` that has a label.
+
+    `labels.csv` there overrides file names; a file it lists with an empty label is left out.
+    """
     paths = list_images(folder)
     csv_path = Path(folder) / LABELS_CSV
     if not csv_path.is_file():
         return [(p, label_from_filename(p)) for p in paths]
     overrides = read_labels_csv(csv_path)
-    return [(p, overrides.get(p.name, label_from_filename(p))) for p in paths]
+    labelled = ((p, overrides.get(p.name, label_from_filename(p))) for p in paths)
+    return [(p, label) for p, label in labelled if label]
 
 
 # ---------------------------------------------------------------------------
