@@ -1,0 +1,51 @@
+"""Training run of the labelling page, in its own process: train, export ONNX, list the misreads.
+
+    python -m captcha_reader.label_training DIR MODEL [--init-from MODEL] [--epochs N]
+
+Trains MODEL (an ordinary .keras file) on DIR's labelled images, writes MODEL with the
+suffix .onnx beside it (the page reads suggestions with it, without TensorFlow), and
+evaluates the new model on the labelled images: its misreads there (evaluation.json
+beside MODEL) are the labels the page asks to review. Progress is Keras' `--verbose 2` output.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from captcha_reader.base import UserError
+from captcha_reader.evaluation import evaluate_folder
+from captcha_reader.export import export_lite
+from captcha_reader.lite import load_lite_reader
+from captcha_reader.settings import TrainingSettings
+from captcha_reader.training import train
+
+
+def run(folder: Path, model: Path, init_from: Path | None, epochs: int | None) -> None:
+    """Train, export and evaluate, as the module docstring says."""
+    settings = TrainingSettings(data_dir=str(folder), model=str(model), epochs=epochs, verbose=2,
+                                init_from=str(init_from) if init_from else None)
+    reader = train(settings)
+    onnx_path = model.with_suffix(".onnx")
+    export_lite(reader, onnx_path)
+    evaluate_folder(load_lite_reader(onnx_path), folder, model.with_name("evaluation.json"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line and run; user errors become one line on stderr."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--init-from", type=Path)
+    parser.add_argument("--epochs", type=int)
+    args = parser.parse_args(argv)
+    try:
+        run(args.folder, args.model, args.init_from, args.epochs)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
