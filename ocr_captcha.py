@@ -2,6 +2,7 @@
 
     python ocr_captcha.py                          # train on captcha_images/, save model/ocr_captcha.keras
     python ocr_captcha.py --data-dir DIR --epochs 40
+    python ocr_captcha.py --label DIR              # label a folder in the browser, a model suggesting
 
 Every image in the data folder is a captcha whose file name is its label (`0427.png`,
 or `0427_13.png` when labels repeat). Training goes in four steps, each in the package:
@@ -81,13 +82,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Train a CNN + BiLSTM + CTC captcha reader on a folder of images named by their labels.",
     )
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder of labelled images (default: %(default)s)")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="model file: written by training, read by other modes (default: %(default)s)")
+    parser.add_argument("--model", help=f"model file: written by training, read by other modes (default: {DEFAULT_MODEL}; "
+                                         "for --label: the shipped base model if there is one)")
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--evaluate", metavar="DIR", help="score --model on a labelled folder (no training)")
     modes.add_argument("--audit", metavar="DIR", help="rank a folder's files by how likely their labels are wrong")
     modes.add_argument("--export-lite", metavar="PATH", help="write --model as one ONNX file for the light runtime")
     modes.add_argument("--export-savedmodel", metavar="DIR", help="write --model as a SavedModel for TF Serving in DIR/1")
+    modes.add_argument("--label", metavar="DIR",
+                       help="open a local labelling page for a folder of images (suggestions from --model if given)")
+    parser.add_argument("--port", type=int_at_least(1), default=8765, help="port of the --label page (default: %(default)s)")
+    parser.add_argument("--review", metavar="REPORT", action="append", default=[],
+                        help="with --label: review the suspects of an --audit or the misreads of an --evaluate report")
     parser.add_argument("--report", metavar="FILE", help="JSON report of --evaluate or --audit (default: beside the model)")
     parser.add_argument("--folds", type=int_at_least(2), default=5, help="models trained by --audit (default: %(default)s)")
     parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")
@@ -118,15 +124,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="tf.distribute strategy; multiworker reads TF_CONFIG (default: %(default)s)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output")
     args = parser.parse_args(argv)
-    if args.init_from and (args.evaluate or args.audit or args.export_lite or args.export_savedmodel):
+    if args.init_from and (args.evaluate or args.audit or args.export_lite or args.export_savedmodel or args.label):
         parser.error("--init-from is for training only")
+    if args.review and not args.label:
+        parser.error("--review goes with --label DIR")
     return args
 
 
 def settings_from(args: argparse.Namespace) -> TrainingSettings:
     """The training settings the flags ask for."""
     return TrainingSettings(
-        data_dir=args.data_dir, model=args.model, init_from=args.init_from, test_dir=args.test_dir,
+        data_dir=args.data_dir, model=args.model or DEFAULT_MODEL, init_from=args.init_from, test_dir=args.test_dir,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience,
         seed=args.seed, val_split=args.val_split, img_height=args.img_height, img_width=args.img_width,
         augment=args.augment, strategy=args.strategy, restart=args.restart, verbose=args.verbose,
@@ -135,8 +143,12 @@ def settings_from(args: argparse.Namespace) -> TrainingSettings:
 
 def run(args: argparse.Namespace) -> int:
     """Run the mode the arguments ask for; training is the default."""
-    model = Path(args.model)
-    if args.evaluate:
+    model = Path(args.model or DEFAULT_MODEL)
+    if args.label:
+        from captcha_reader.labelling import serve
+
+        serve(args.label, args.model, args.port, args.review)
+    elif args.evaluate:
         from captcha_reader.evaluation import evaluate_folder
         from captcha_reader.readers import open_reader
 

@@ -45,6 +45,7 @@ SUGGESTION_BATCH = 64
 FINE_TUNE_IMAGES = 24_000
 MIN_FINE_TUNE_EPOCHS = 5
 MAX_LABEL_LENGTH = 64
+TRAINING_MODULE = (sys.executable, "-u", "-m", "captcha_reader.label_training")
 
 
 class BadAnswer(UserError):
@@ -109,7 +110,7 @@ class LabelStore:
 
     def answer(self, name: str, label: str, note: str = "") -> LabelRow:
         """Record an answer: a label, "" to wait again (undo), or the note `unreadable` with no label."""
-        if name not in self._known:
+        if not self.is_image(name):
             raise BadAnswer(f"{name!r} is not an image of {self.folder}")
         if note not in NOTES:
             raise BadAnswer(f"note must be one of {NOTES}, got {note!r}")
@@ -123,6 +124,10 @@ class LabelStore:
             append_durably(self.csv_path, prefix + "".join(csv_line(*row) for row in rows))
             for name, label, note in rows:
                 self.rows[name] = LabelRow(label, note)
+
+    def is_image(self, name: str) -> bool:
+        """True for the file name of one of the folder's images."""
+        return name in self._known
 
     def state(self, name: str) -> LabelRow:
         """The current row of an image; an image labels.csv does not list is labelled by its file name."""
@@ -264,12 +269,16 @@ def training_command(folder: Path, model: Path, init_from: Path | None, labelled
 
     A run from scratch uses the training defaults; fine-tuning needs fewer epochs; `epochs` overrides both.
     """
-    command = [sys.executable, "-u", "-m", "captcha_reader.label_training", str(folder.resolve()),
-               str(model.resolve())]
+    command = [*TRAINING_MODULE, "train", str(folder.resolve()), str(model.resolve())]
     if init_from is not None:
         command += ["--init-from", str(init_from.resolve())]
         epochs = epochs or fine_tune_epochs(labelled)
     return command + (["--epochs", str(epochs)] if epochs else [])
+
+
+def export_command(model: Path, onnx: Path) -> list[str]:
+    """The command that writes a .keras model as ONNX, so that suggestions are read without TensorFlow."""
+    return [*TRAINING_MODULE, "export", str(model.resolve()), str(onnx.resolve())]
 
 
 def package_root() -> Path:
