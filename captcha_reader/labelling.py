@@ -94,7 +94,7 @@ class Suggester:
     def start(self, model: Path) -> None:
         """Read every waiting image with `model`; a later call supersedes a reading in progress."""
         with self._lock:
-            self.model, self.status, self.done = model, "preparing the model", 0
+            self.model, self.status, self.done = model, "preparing the model (an ONNX export, once per model)", 0
             token = object()
             self._token = token
         threading.Thread(target=self._read_all, args=(model, token), daemon=True).start()
@@ -172,6 +172,7 @@ class LabellingSession:
     """One folder being labelled: its answers, the model in the loop, its training and review queues."""
 
     def __init__(self, folder: str | Path, model: str | Path | None = None, reviews: Sequence[str | Path] = ()) -> None:
+        given = existing_model(model) if model else None  # a wrong path stops here, before anything is written
         self.store = LabelStore(folder)
         self.reviews_from = list(reviews)
         # Reviewing a folder named by its labels must keep those labels: only labelling marks new files as waiting.
@@ -181,7 +182,7 @@ class LabellingSession:
         self.own_model = self.work / "model.keras"
         self.suggester = Suggester(self.store, self.work)
         self.trainer = Trainer()
-        start = existing_model(model) if model else (self.own_model if self.own_model.is_file() else find_base_model())
+        start = given or (self.own_model if self.own_model.is_file() else find_base_model())
         self.model = start
         if start is not None:
             self.suggester.start(start)

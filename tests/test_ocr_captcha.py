@@ -83,3 +83,19 @@ def test_missing_data_dir_is_one_clear_line(tmp_path, capsys):
     assert ocr_captcha.main(["--data-dir", str(tmp_path / "nothing"), "--model", str(tmp_path / "m.keras")]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"error: {tmp_path / 'nothing'}: no such folder"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--label", "nowhere"], "nowhere: no such folder"),
+    (["--label", "{tmp}", "--model", "missing.keras"], "missing.keras: no such model"),
+])
+def test_label_mode_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(b"")
+    assert ocr_captcha.main([arg.format(tmp=tmp_path) for arg in argv]) == 1
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "labels.csv").exists()  # nothing written before the error
+
+
+def test_review_goes_with_label():
+    with pytest.raises(SystemExit):
+        ocr_captcha.parse_args(["--review", "audit.json"])
