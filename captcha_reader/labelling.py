@@ -136,15 +136,17 @@ class Trainer:
         self.state = "idle"
         self.log: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
         self.runs = 0
+        self._lock = threading.Lock()
 
     def start(self, command: list[str], on_success) -> None:
         """Start `command`; `on_success()` runs when it exits with status 0."""
-        if self.state == "running":
-            raise HTTPException(409, "a training run is already going")
-        self.progress, self.state = TrainingProgress(), "running"
-        self.log.clear()
-        self.process = subprocess.Popen(command, cwd=package_root(), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, bufsize=1)
+        with self._lock:  # two clicks at once start one run
+            if self.state == "running":
+                raise HTTPException(409, "a training run is already going")
+            self.progress, self.state = TrainingProgress(), "running"
+            self.log.clear()
+            self.process = subprocess.Popen(command, cwd=package_root(), stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, text=True, bufsize=1)
         threading.Thread(target=self._follow, args=(self.process, on_success), daemon=True).start()
 
     def _follow(self, process: subprocess.Popen, on_success) -> None:
