@@ -272,6 +272,7 @@ async function start() {
   $("folder").textContent = info.folder;
   await loadLabelQueue();
   await loadReviews();
+  if (!state.queues.label.items.length && state.queues.review.items.length) await switchMode("review");
   show();
   showSaving();
   await poll();
