@@ -11,6 +11,7 @@ in labels.csv (see `label_loop`) before the server says it is saved.
 
 import collections
 import contextlib
+import hashlib
 import subprocess
 import threading
 from pathlib import Path
@@ -24,6 +25,7 @@ from captcha_reader.base import ModelLoadError, UserError
 from captcha_reader.label_loop import (
     ORDERS,
     WORK_DIR,
+    BadAnswer,
     LabelStore,
     ReviewItem,
     Suggestion,
@@ -54,6 +56,10 @@ def find_base_model(folder: Path = BASE_MODEL_DIR) -> Path | None:
     return models[0] if models else None
 
 
+class TrainingBusy(UserError):
+    """A training run is going already."""
+
+
 def is_fresh(copy: Path, model: Path) -> bool:
     """True when `copy` exists and is at least as new as `model`."""
     return copy.is_file() and copy.stat().st_mtime >= model.stat().st_mtime
@@ -67,14 +73,18 @@ def onnx_for(model: Path, work: Path) -> Path:
     """
     if model.suffix != ".keras":
         return model
-    for candidate in (model.with_suffix(".onnx"), work / "suggest.onnx"):
-        if is_fresh(candidate, model):
-            return candidate
-    work.mkdir(exist_ok=True)
-    done = subprocess.run(export_command(model, work / "suggest.onnx"), cwd=package_root(), capture_output=True, text=True)
-    if done.returncode:
-        raise ModelLoadError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"{model}: export failed")
-    return work / "suggest.onnx"
+    if is_fresh(model.with_suffix(".onnx"), model):
+        return model.with_suffix(".onnx")
+    stat = model.stat()
+    identity = hashlib.sha256(f"{model.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    export = work / f"suggest-{identity}.onnx"  # one per model file and version: never a stale one
+    if not export.is_file():
+        work.mkdir(exist_ok=True)
+        done = subprocess.run(export_command(model, export), cwd=package_root(), capture_output=True, text=True)
+        if done.returncode:
+            last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "the ONNX export failed"
+            raise ModelLoadError(f"{model}: {last}")
+    return export
 
 
 class Suggester:
@@ -142,7 +152,7 @@ class Trainer:
         """Start `command`; `on_success()` runs when it exits with status 0."""
         with self._lock:  # two clicks at once start one run
             if self.state == "running":
-                raise HTTPException(409, "a training run is already going")
+                raise TrainingBusy("a training run is already going")
             self.progress, self.state = TrainingProgress(), "running"
             self.log.clear()
             self.process = subprocess.Popen(command, cwd=package_root(), stdout=subprocess.PIPE,
@@ -193,7 +203,7 @@ class LabellingSession:
         """Train the folder's model on its labelled images (fine-tuning the current model), then re-suggest."""
         labelled = len(self.store.labelled())
         if labelled < 2:
-            raise HTTPException(400, "label a few images first")
+            raise BadAnswer("label a few images first")
         self.work.mkdir(exist_ok=True)
         init_from = self.model if self.model is not None and self.model.suffix == ".keras" else None
         self.trainer.start(training_command(self.store.folder, self.own_model, init_from, labelled), self._trained)
@@ -278,7 +288,12 @@ def make_router(session: LabellingSession) -> APIRouter:
 
     @router.post("/api/train")
     def train() -> dict:
-        session.train()
+        try:
+            session.train()
+        except TrainingBusy as error:
+            raise HTTPException(409, str(error)) from None
+        except UserError as error:
+            raise HTTPException(400, str(error)) from None
         return session.trainer.info()
 
     return router

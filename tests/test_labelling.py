@@ -182,3 +182,25 @@ def test_trainer_follows_progress_and_reports_success():
     while trainer.state == "running" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert trainer.state == "failed (exit status 3)" and finished.is_set()
+
+
+def wait_for_suggestions(session: LabellingSession) -> None:
+    """Until the session's suggester has read every waiting image."""
+    deadline = time.monotonic() + 120
+    while session.suggester.status != "ready" and time.monotonic() < deadline:
+        assert not session.suggester.status.startswith(("cannot", "stopped")), session.suggester.status
+        time.sleep(0.1)
+
+
+def test_suggestions_from_a_keras_model_through_one_onnx_export(photos, trained_model):
+    session = LabellingSession(photos, trained_model)
+    wait_for_suggestions(session)
+    queue = session.queue("confident")
+    assert len(queue) == 12 and all(item["confidence"] is not None for item in queue)
+    assert [item["confidence"] for item in queue] == sorted((item["confidence"] for item in queue), reverse=True)
+    exports = list((photos / ".labelling").glob("suggest-*.onnx"))
+    assert len(exports) == 1
+    again = LabellingSession(photos, trained_model)  # the export is reused: no second one
+    wait_for_suggestions(again)
+    assert list((photos / ".labelling").glob("suggest-*.onnx")) == exports
+    assert again.queue("name") == session.queue("name")
