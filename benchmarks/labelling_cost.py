@@ -1,7 +1,9 @@
 """What labelling a new captcha family costs with the labelling page's loop, against hand labelling.
 
     python benchmarks/labelling_cost.py                       # shipped family and one drawn differently
-    python benchmarks/labelling_cost.py --quick --out /tmp/lc # a smoke run of the harness (tiny, minutes)
+    python benchmarks/labelling_cost.py --quick --out /tmp/lc/lc.json   # a smoke run of the harness (tiny, minutes)
+    python benchmarks/labelling_cost.py --families digits56 --base model/ocr_captcha.keras --order confident \
+        --out benchmarks/labelling_cost_base.json      # starting from a model of another family
 
 A simulated person labels a generated pool whose true labels hide behind opaque file names,
 through the page's own functions (LabelStore, suggest, order_queue, training_command):
@@ -27,6 +29,7 @@ from common import ROOT, TEST_SEED, current_commit, generate, refuse_committed_o
 from captcha_reader.decoding import score
 from captcha_reader.label_loop import (
     LabelStore,
+    onnx_for,
     order_queue,
     package_root,
     suggest,
@@ -34,12 +37,14 @@ from captcha_reader.label_loop import (
 )
 from captcha_reader.labels import label_from_filename, list_images
 from captcha_reader.lite import load_lite_reader
+from captcha_reader.readers import open_reader
 
 ACCEPT_SECONDS, TYPE_SECONDS = 1.5, 4.0
 TARGET = 0.99
 FAMILIES = {
     "shipped": [],  # tools/make_captchas.py defaults: 4 digits, 160x60
     "letters": ["--length", "5-6", "--charset", "abcdefghkmnpqrstuvwxyz23456789", "--width", "200", "--height", "64"],
+    "digits56": ["--length", "5-6", "--width", "200", "--height", "64"],
 }
 
 
@@ -82,16 +87,26 @@ def checkpoints(first: int, limit: int):
     yield limit
 
 
+def read_suggestions(model: Path, store: LabelStore, work: Path) -> dict:
+    """The page's suggestions for the waiting images (through the page's ONNX export)."""
+    reader = open_reader(onnx_for(model, work))
+    suggestions: dict = {}
+    for batch in suggest(reader, [store.folder / name for name in store.waiting()]):
+        suggestions.update(batch)
+    return suggestions
+
+
 def assisted(pool: Path, truth: dict[str, str], test_dir: Path, work: Path, order: str, first: int,
-             epochs: int | None) -> dict:
-    """The page's loop with a simulated person; stops at TARGET test accuracy or an exhausted pool."""
+             epochs: int | None, base: Path | None) -> dict:
+    """The page's loop with a simulated person, from `base` if given; stops at TARGET or an exhausted pool."""
     store = LabelStore(pool)
     store.open_for_labelling()
-    model, previous = work / "assisted" / "model.keras", None
+    model, previous = work / "assisted" / "model.keras", base
     model.parent.mkdir(parents=True)
-    suggestions: dict = {}
+    started = time.perf_counter()
+    suggestions = read_suggestions(base, store, model.parent) if base else {}
     typed = keystrokes = 0
-    human = machine = 0.0
+    human, machine = 0.0, time.perf_counter() - started
     rounds = []
     for target in checkpoints(first, len(truth)):
         queue = order_queue(store.waiting(), suggestions, order)
@@ -105,10 +120,7 @@ def assisted(pool: Path, truth: dict[str, str], test_dir: Path, work: Path, orde
         previous = model
         started = time.perf_counter()
         accuracy = test_accuracy(model, test_dir)
-        reader = load_lite_reader(model.with_suffix(".onnx"))
-        suggestions = {}
-        for batch in suggest(reader, [pool / name for name in store.waiting()]):
-            suggestions.update(batch)
+        suggestions = read_suggestions(model, store, model.parent)
         machine += time.perf_counter() - started
         rounds.append({"labelled": len(store.labelled()), "typed": typed, "keystrokes": keystrokes,
                        "human_s": round(human, 1), "machine_s": round(machine, 1), "test_acc": accuracy})
@@ -152,16 +164,17 @@ def hand(pool: Path, truth: dict[str, str], test_dir: Path, work: Path, start: i
 
 
 def run_family(name: str, extra: list[str], work: Path, pool_size: int, test_size: int, order: str,
-               first: int, epochs: int | None) -> dict:
+               first: int, epochs: int | None, base: Path | None) -> dict:
     """Both arms on one family."""
     print(f"{name}: pool {pool_size}, test {test_size}", flush=True)
     source = generate(work / f"{name}_source", pool_size, 31, *extra)
     test_dir = generate(work / f"{name}_test", test_size, TEST_SEED, *extra)
     pool = work / f"{name}_pool"
     truth = hide_labels(source, pool, seed=5)
-    with_model = assisted(pool, truth, test_dir, work / f"{name}_runs", order, first, epochs)
+    with_model = assisted(pool, truth, test_dir, work / f"{name}_runs", order, first, epochs, base)
     by_hand = hand(pool, truth, test_dir, work / f"{name}_runs", with_model["labelled"], epochs)
-    return {"family": name, "generator_options": extra, "assisted": with_model, "hand": by_hand,
+    return {"family": name, "generator_options": extra, "base": str(base) if base else None,
+            "assisted": with_model, "hand": by_hand,
             "typed_ratio": round(with_model["typed"] / by_hand["typed"], 3)}
 
 
@@ -180,16 +193,17 @@ def main() -> int:
     """Run the families asked for and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny pool and 1-epoch trainings: checks the harness")
-    parser.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=sorted(FAMILIES, reverse=True))
+    parser.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=["shipped", "letters"])
     parser.add_argument("--order", choices=("uncertain", "confident", "name"), default="uncertain")
     parser.add_argument("--pool", type=int, default=6400, help="images the person may label")
+    parser.add_argument("--base", type=Path, help="model whose suggestions come first and that the first training fine-tunes")
     parser.add_argument("--work", type=Path, default=Path("/tmp/labelling_cost"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "labelling_cost.json")
     args = parser.parse_args()
     refuse_committed_output(args.out.parent, args.quick)
     shutil.rmtree(args.work, ignore_errors=True)
     pool, test, first, epochs = (60, 40, 20, 1) if args.quick else (args.pool, 1000, 100, None)
-    results = [run_family(name, FAMILIES[name], args.work, pool, test, args.order, first, epochs)
+    results = [run_family(name, FAMILIES[name], args.work, pool, test, args.order, first, epochs, args.base)
                for name in args.families]
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)

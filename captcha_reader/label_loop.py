@@ -14,16 +14,18 @@ yet, so an arbitrarily named file is never trained on with its file name as its 
 """
 
 import csv
+import hashlib
 import io
 import json
 import math
 import re
+import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-from captcha_reader.base import DatasetError, UserError
+from captcha_reader.base import DatasetError, ModelLoadError, UserError
 from captcha_reader.files import append_durably
 from captcha_reader.labels import (
     CSV_HEADER,
@@ -284,3 +286,30 @@ def export_command(model: Path, onnx: Path) -> list[str]:
 def package_root() -> Path:
     """The folder that holds the captcha_reader package: where `python -m` finds it."""
     return Path(__file__).resolve().parent.parent
+
+
+def is_fresh(copy: Path, model: Path) -> bool:
+    """True when `copy` exists and is at least as new as `model`."""
+    return copy.is_file() and copy.stat().st_mtime >= model.stat().st_mtime
+
+
+def onnx_for(model: Path, work: Path) -> Path:
+    """An ONNX file to read suggestions with, without TensorFlow in this process.
+
+    A .keras model is read through its ONNX export beside it when that is fresh, else through
+    one exported into `work` by a subprocess (seconds: it imports TensorFlow there).
+    """
+    if model.suffix != ".keras":
+        return model
+    if is_fresh(model.with_suffix(".onnx"), model):
+        return model.with_suffix(".onnx")
+    stat = model.stat()
+    identity = hashlib.sha256(f"{model.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    export = work / f"suggest-{identity}.onnx"  # one per model file and version: never a stale one
+    if not export.is_file():
+        work.mkdir(exist_ok=True)
+        done = subprocess.run(export_command(model, export), cwd=package_root(), capture_output=True, text=True)
+        if done.returncode:
+            last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "the ONNX export failed"
+            raise ModelLoadError(f"{model}: {last}")
+    return export

@@ -11,7 +11,6 @@ in labels.csv (see `label_loop`) before the server says it is saved.
 
 import collections
 import contextlib
-import hashlib
 import subprocess
 import threading
 from pathlib import Path
@@ -21,7 +20,7 @@ from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel
 
-from captcha_reader.base import ModelLoadError, UserError
+from captcha_reader.base import UserError
 from captcha_reader.label_loop import (
     ORDERS,
     WORK_DIR,
@@ -30,7 +29,7 @@ from captcha_reader.label_loop import (
     ReviewItem,
     Suggestion,
     TrainingProgress,
-    export_command,
+    onnx_for,
     open_reviews,
     order_queue,
     package_root,
@@ -58,33 +57,6 @@ def find_base_model(folder: Path = BASE_MODEL_DIR) -> Path | None:
 
 class TrainingBusy(UserError):
     """A training run is going already."""
-
-
-def is_fresh(copy: Path, model: Path) -> bool:
-    """True when `copy` exists and is at least as new as `model`."""
-    return copy.is_file() and copy.stat().st_mtime >= model.stat().st_mtime
-
-
-def onnx_for(model: Path, work: Path) -> Path:
-    """An ONNX file to read suggestions with, without TensorFlow in this process.
-
-    A .keras model is read through its ONNX export beside it when that is fresh, else through
-    one exported into `work` by a subprocess (seconds: it imports TensorFlow there).
-    """
-    if model.suffix != ".keras":
-        return model
-    if is_fresh(model.with_suffix(".onnx"), model):
-        return model.with_suffix(".onnx")
-    stat = model.stat()
-    identity = hashlib.sha256(f"{model.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    export = work / f"suggest-{identity}.onnx"  # one per model file and version: never a stale one
-    if not export.is_file():
-        work.mkdir(exist_ok=True)
-        done = subprocess.run(export_command(model, export), cwd=package_root(), capture_output=True, text=True)
-        if done.returncode:
-            last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "the ONNX export failed"
-            raise ModelLoadError(f"{model}: {last}")
-    return export
 
 
 class Suggester:
