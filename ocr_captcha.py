@@ -2,6 +2,7 @@
 
     python ocr_captcha.py                          # train on captcha_images/, save model/ocr_captcha.keras
     python ocr_captcha.py --data-dir DIR --epochs 40
+    python ocr_captcha.py --label DIR              # label a folder in the browser, a model suggesting
 
 Every image in the data folder is a captcha whose file name is its label (`0427.png`,
 or `0427_13.png` when labels repeat). Training goes in four steps, each in the package:
@@ -88,8 +89,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Train a CNN + BiLSTM + CTC captcha reader on a folder of images named by their labels.",
     )
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder of labelled images (default: %(default)s)")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="model file: written by training, read by other modes (default: %(default)s)")
+    parser.add_argument("--model", help=f"model file: written by training, read by other modes (default: {DEFAULT_MODEL}; "
+                                         "for --label: the shipped base model if there is one)")
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--evaluate", metavar="DIR", help="score --model on a labelled folder (no training)")
     modes.add_argument("--audit", metavar="DIR", help="rank a folder's files by how likely their labels are wrong")
@@ -98,6 +99,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="with --export-lite: int8 weights for the LSTMs and dense layers (smaller, faster, same texts"
                              " on 1,000 fresh images)")
     modes.add_argument("--export-savedmodel", metavar="DIR", help="write --model as a SavedModel for TF Serving in DIR/1")
+    modes.add_argument("--label", metavar="DIR",
+                       help="open a local labelling page for a folder of images (suggestions from --model if given)")
+    parser.add_argument("--port", type=int_at_least(1), default=8765, help="port of the --label page (default: %(default)s)")
+    parser.add_argument("--review", metavar="REPORT", action="append", default=[],
+                        help="with --label: review the suspects of an --audit or the misreads of an --evaluate report")
     parser.add_argument("--report", metavar="FILE", help="JSON report of --evaluate or --audit (default: beside the model)")
     parser.add_argument("--folds", type=int_at_least(2), default=5, help="models trained by --audit (default: %(default)s)")
     parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")
@@ -128,10 +134,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="tf.distribute strategy; multiworker reads TF_CONFIG (default: %(default)s)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output")
     args = parser.parse_args(argv)
-    if args.init_from and (args.evaluate or args.audit or args.export_lite or args.export_savedmodel):
+    if args.init_from and (args.evaluate or args.audit or args.export_lite or args.export_savedmodel or args.label):
         parser.error("--init-from is for training only")
     if args.int8 and not args.export_lite:
         parser.error("--int8 goes with --export-lite")
+    if args.review and not args.label:
+        parser.error("--review goes with --label DIR")
+    if args.model is None and not args.label:
+        args.model = DEFAULT_MODEL  # --label alone means "suggest with the base model, if any"
     return args
 
 
@@ -171,6 +181,11 @@ def report_path(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run the mode the arguments ask for; training is the default."""
+    if args.label:
+        from captcha_reader.labelling import serve
+
+        serve(args.label, args.model, args.port, args.review)
+        return 0
     model = Path(args.model)
     check_mode_paths(args)
     if args.evaluate:

@@ -3,6 +3,7 @@
 The modules stand in layers; each imports only from the layers below it (checked by the
 import-linter contract in `.importlinter`):
 
+    label_training | labelling    the labelling page's training process; the page (FastAPI router, TF-free)
     audit | service               out-of-fold label audit (trains k models); the HTTP reading service
     training                      the training recipe: data pipeline, optimizer, fit, save
     export | distributed | plots  ONNX and SavedModel exports, tf.distribute, figures of a run
@@ -11,6 +12,7 @@ import-linter contract in `.importlinter`):
     model                         the network and its Keras reader
     tf_import                     TensorFlow and Keras, imported quietly
     evaluation | lite             scoring a folder with any reader; the onnxruntime reader
+    label_loop                    labels.csv as an answers log, queue order, suggestions, review reports
     reading                       BaseReader: preprocess, run the network, decode
     verdict                       what a run's validation score says
     data | decoding | files       folders to arrays; CTC decoding; atomic writes

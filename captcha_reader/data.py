@@ -14,9 +14,11 @@ import numpy as np
 from captcha_reader.base import DatasetError, ImageReadError, ModelSpec
 from captcha_reader.images import IMAGE_EXTENSIONS, geometry_for, image_size, read_image
 from captcha_reader.labels import (
+    LABELS_CSV,
     charset_from_labels,
     encode_label,
     extend_charset,
+    list_images,
     list_labelled_images,
 )
 
@@ -36,6 +38,8 @@ class LabelledImages(NamedTuple):
 def labelled_items(folder: str | Path) -> list[tuple[Path, str]]:
     """(path, label) for a folder's images, or a DatasetError when it has none."""
     items = list_labelled_images(folder)
+    if not items and list_images(folder):
+        raise DatasetError(f"{folder}: no labelled images (its {LABELS_CSV} leaves every image out)")
     if not items:
         raise DatasetError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     return items

@@ -1,4 +1,4 @@
-"""Writing files so that nothing is lost: atomic replacement, a writable-folder check, a run lock.
+"""Writing files so that nothing is lost: atomic replacement, durable appends, a writable-folder check, a run lock.
 
 Every file is written beside its target under a temporary name and moved into place, so a
 crash leaves either the old file or the new one, never half of one.
@@ -98,3 +98,33 @@ def exclusive_lock(lock_path: Path, busy_message: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def append_durably(path: Path, text: str) -> None:
+    """Append `text` to `path` under a blocking OS lock and sync it to disk before returning.
+
+    Writers in other threads or processes wait for the lock, so their lines never interleave;
+    a file whose last line lacks its newline (cut by a crash) gets one first.
+    """
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        end = os.fstat(fd).st_size
+        if end:
+            os.lseek(fd, end - 1, os.SEEK_SET)
+            if os.read(fd, 1) != b"\n":
+                data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)  # releases the lock

@@ -3,7 +3,7 @@
 import csv
 import io
 from pathlib import Path
-from typing import Union
+from typing import NamedTuple, Union
 
 from captcha_reader.base import (
     BLANK_INDEX,
@@ -15,6 +15,7 @@ from captcha_reader.base import (
 from captcha_reader.images import IMAGE_EXTENSIONS
 
 LABELS_CSV = "labels.csv"
+CSV_HEADER = ("path", "label", "note")
 
 
 # ---------------------------------------------------------------------------
@@ -51,8 +52,19 @@ def list_images(folder: Union[str, Path]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
-def read_labels_csv(csv_path: Path) -> dict[str, str]:
-    """Map file name to label from a `path,label` CSV file in UTF-8 (a byte-order mark and a header row are optional)."""
+class LabelRow(NamedTuple):
+    """One file's entry in labels.csv: its label ("" = left out of training) and why (`note`)."""
+
+    label: str
+    note: str = ""
+
+
+def read_label_rows(csv_path: Path) -> dict[str, LabelRow]:
+    """Map file name to its last row in a `path,label[,note]` CSV file in UTF-8 (a BOM and a header are optional).
+
+    The file may be an append-only log: a later row for a file replaces an earlier one.
+    An empty label leaves the file out of training (not labelled yet, or `unreadable`).
+    """
     data = csv_path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
@@ -63,24 +75,34 @@ def read_labels_csv(csv_path: Path) -> dict[str, str]:
     rows = csv.reader(io.StringIO(text, newline=""))
     try:
         for row in rows:
-            if not row or (rows.line_num == 1 and row == ["path", "label"]):
+            if not row or (rows.line_num == 1 and row in (list(CSV_HEADER[:2]), list(CSV_HEADER))):
                 continue
-            if len(row) != 2 or not row[1]:
-                raise DatasetError(f"{csv_path}: line {rows.line_num}: expected `path,label`, got {row!r}"[:300])
-            labels[Path(row[0]).name] = row[1]
+            if len(row) not in (2, 3) or not row[0]:
+                raise DatasetError(f"{csv_path}: line {rows.line_num}: expected `path,label` or `path,label,note`, "
+                                   f"got {row!r}"[:300])
+            labels[Path(row[0]).name] = LabelRow(*row[1:])
     except csv.Error as error:
         raise DatasetError(f"{csv_path}: line {rows.line_num}: {error}") from None
     return labels
 
 
+def read_labels_csv(csv_path: Path) -> dict[str, str]:
+    """Map file name to label from a labels.csv; "" for a file left out of training."""
+    return {name: row.label for name, row in read_label_rows(csv_path).items()}
+
+
 def list_labelled_images(folder: Union[str, Path]) -> list[tuple[Path, str]]:
-    """(path, label) for every image in `folder`; `labels.csv` there overrides file names."""
+    """(path, label) for every image in `folder` that has a label.
+
+    `labels.csv` there overrides file names; a file it lists with an empty label is left out.
+    """
     paths = [check_utf8_name(path) for path in list_images(folder)]
     csv_path = Path(folder) / LABELS_CSV
     if not csv_path.is_file():
         return [(p, label_from_filename(p)) for p in paths]
     overrides = read_labels_csv(csv_path)
-    return [(p, overrides.get(p.name, label_from_filename(p))) for p in paths]
+    labelled = ((p, overrides.get(p.name, label_from_filename(p))) for p in paths)
+    return [(p, label) for p, label in labelled if label]
 
 
 # ---------------------------------------------------------------------------

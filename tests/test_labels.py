@@ -5,7 +5,9 @@ import os
 import pytest
 
 from captcha_reader.base import BLANK_INDEX, DatasetError, ModelSpec
+from captcha_reader.data import labelled_items
 from captcha_reader.labels import (
+    LabelRow,
     charset_from_labels,
     check_time_steps,
     decode_indices,
@@ -14,6 +16,8 @@ from captcha_reader.labels import (
     list_images,
     list_labelled_images,
     min_time_steps,
+    read_label_rows,
+    read_labels_csv,
 )
 
 
@@ -82,3 +86,31 @@ def test_file_name_that_is_not_utf8_is_a_dataset_error(tmp_path):
     (tmp_path / os.fsdecode(b"12\xff4.png")).write_bytes(b"")
     with pytest.raises(DatasetError, match=r"12\\xff4.png: the file name is not valid UTF-8"):
         list_labelled_images(tmp_path)
+
+
+def test_labels_csv_last_row_wins_and_empty_label_leaves_out(tmp_path):
+    for name in ["a.png", "b.png", "c.png", "d.png", "7777.png"]:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "labels.csv").write_text(
+        "path,label,note\na.png,\nb.png,\nc.png,\nd.png,\n"
+        "a.png,x1\nb.png,,unreadable\nc.png,c3\nc.png,\nd.png,4,\nd.png,\"4,2\"\n")
+    assert [(p.name, label) for p, label in list_labelled_images(tmp_path)] == [
+        ("7777.png", "7777"), ("a.png", "x1"), ("d.png", "4,2")]
+    rows = read_label_rows(tmp_path / "labels.csv")
+    assert rows["b.png"] == LabelRow("", "unreadable")
+    assert rows["c.png"] == LabelRow("", "")
+    assert read_labels_csv(tmp_path / "labels.csv")["a.png"] == "x1"
+
+
+@pytest.mark.parametrize("row", ["a.png", "a.png,1,2,3", ",1"])
+def test_labels_csv_bad_row_names_its_line(tmp_path, row):
+    (tmp_path / "labels.csv").write_text(f"path,label\nb.png,1\n{row}\n")
+    with pytest.raises(DatasetError, match=r"labels.csv: line 3:"):
+        read_label_rows(tmp_path / "labels.csv")
+
+
+def test_folder_with_every_image_left_out_says_so(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "labels.csv").write_text("a.png,\n")
+    with pytest.raises(DatasetError, match="no labelled images"):
+        labelled_items(tmp_path)

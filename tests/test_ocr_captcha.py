@@ -175,3 +175,19 @@ def test_interrupted_run_says_resume_only_when_it_can(backup_left, tiny_data, tm
     err = capsys.readouterr().err
     assert ("run the same command again to resume" in err) == backup_left, err
     assert (tmp_path / "out" / "m.training").exists() == backup_left
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--label", "nowhere"], "nowhere: no such folder"),
+    (["--label", "{tmp}", "--model", "missing.keras"], "missing.keras: no such model"),
+])
+def test_label_mode_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(b"")
+    assert ocr_captcha.main([arg.format(tmp=tmp_path) for arg in argv]) == 1
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "labels.csv").exists()  # nothing written before the error
+
+
+def test_review_goes_with_label():
+    with pytest.raises(SystemExit):
+        ocr_captcha.parse_args(["--review", "audit.json"])

@@ -1,0 +1,315 @@
+"""The labelling loop without the web page: the answers log, the queue order, suggestions, reviews, training.
+
+The page (`labelling`) and the labelling-cost benchmark both run on these functions.
+
+labels.csv is an append-only log, `path,label,note`, where the last row for a file wins:
+
+    a7.png,          waiting for a label: left out of training
+    a7.png,x7Kp,     labelled
+    b2.png,,unreadable   marked unreadable: left out of training
+    a7.png,          an undo of a7's answer: it waits again
+
+Opening a folder for labelling writes a waiting row for every image labels.csv does not list
+yet, so an arbitrarily named file is never trained on with its file name as its label.
+"""
+
+import csv
+import hashlib
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+from captcha_reader.base import DatasetError, ModelLoadError, UserError
+from captcha_reader.files import append_durably
+from captcha_reader.labels import (
+    CSV_HEADER,
+    LABELS_CSV,
+    LabelRow,
+    label_from_filename,
+    list_images,
+    read_label_rows,
+)
+from captcha_reader.reading import BaseReader
+
+WORK_DIR = ".labelling"  # inside the labelled folder: the page's model and reports
+NOTE_UNREADABLE = "unreadable"
+NOTE_REVIEWED = "reviewed"
+NOTES = ("", NOTE_UNREADABLE, NOTE_REVIEWED)
+ORDERS = ("uncertain", "confident", "name")
+SUGGESTION_BATCH = 64
+# Fine-tuning sees about this many images (then early stopping), far fewer than a run from scratch.
+FINE_TUNE_IMAGES = 24_000
+MIN_FINE_TUNE_EPOCHS = 5
+MAX_LABEL_LENGTH = 64
+TRAINING_MODULE = (sys.executable, "-u", "-m", "captcha_reader.label_training")
+
+
+class BadAnswer(UserError):
+    """An answer the labels log cannot take: unknown file, unusable label or note."""
+
+
+class Suggestion(NamedTuple):
+    """What a model read in an image, and how sure it was."""
+
+    text: str
+    confidence: float
+
+
+class ReviewItem(NamedTuple):
+    """A labelled image whose label a report doubts: keep it or fix it."""
+
+    name: str
+    label: str
+    pred: str
+    score: float  # the report's probability of the label (audit) or confidence of the reading (evaluation)
+    source: str
+
+
+# ---------------------------------------------------------------------------
+# The answers log
+# ---------------------------------------------------------------------------
+
+
+def csv_line(name: str, label: str, note: str) -> str:
+    """One labels.csv row, quoted as the csv module quotes it."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow([name, label, note])
+    return out.getvalue()
+
+
+def clean_label(label: str) -> str:
+    """The label as stored: surrounding spaces removed; a BadAnswer for one no file can hold."""
+    label = label.strip()
+    if len(label) > MAX_LABEL_LENGTH or not label.isprintable():
+        raise BadAnswer(f"a label must be printable text of at most {MAX_LABEL_LENGTH} characters, got {label!r}")
+    return label
+
+
+class LabelStore:
+    """A folder's labels.csv: every answer is appended and synced before it counts; the last row per file wins."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.csv_path = self.folder / LABELS_CSV
+        self.names = [p.name for p in list_images(self.folder)]
+        self._known = set(self.names)
+        self._lock = threading.Lock()
+        self.rows: dict[str, LabelRow] = read_label_rows(self.csv_path) if self.csv_path.is_file() else {}
+
+    def open_for_labelling(self) -> int:
+        """Write a waiting row for every image labels.csv does not list yet; returns how many."""
+        new = [name for name in self.names if name not in self.rows]
+        header = "" if self.csv_path.is_file() and self.csv_path.stat().st_size else csv_line(*CSV_HEADER)
+        if new or header:
+            self._append([(name, "", "") for name in new], header)
+        return len(new)
+
+    def answer(self, name: str, label: str, note: str = "") -> LabelRow:
+        """Record an answer: a label, "" to wait again (undo), or the note `unreadable` with no label."""
+        if not self.is_image(name):
+            raise BadAnswer(f"{name!r} is not an image of {self.folder}")
+        if note not in NOTES:
+            raise BadAnswer(f"note must be one of {NOTES}, got {note!r}")
+        label = "" if note == NOTE_UNREADABLE else clean_label(label)
+        self._append([(name, label, note)])
+        return self.rows[name]
+
+    def _append(self, rows: Sequence[tuple[str, str, str]], prefix: str = "") -> None:
+        """Append rows in one durable write, then take them as the current state."""
+        with self._lock:
+            append_durably(self.csv_path, prefix + "".join(csv_line(*row) for row in rows))
+            for name, label, note in rows:
+                self.rows[name] = LabelRow(label, note)
+
+    def is_image(self, name: str) -> bool:
+        """True for the file name of one of the folder's images."""
+        return name in self._known
+
+    def state(self, name: str) -> LabelRow:
+        """The current row of an image; an image labels.csv does not list is labelled by its file name."""
+        return self.rows.get(name) or LabelRow(label_from_filename(name), "")
+
+    def waiting(self) -> list[str]:
+        """Images with no label and no note: the labelling queue, in file name order."""
+        return [name for name in self.names if self.rows.get(name) == LabelRow("", "")]
+
+    def labelled(self) -> list[str]:
+        """Images that have a label (from labels.csv or their file name): what training uses."""
+        return [name for name in self.names if self.state(name).label]
+
+    def counts(self) -> dict:
+        """How many images there are, labelled, unreadable and waiting."""
+        unreadable = sum(self.state(name).note == NOTE_UNREADABLE for name in self.names)
+        return {"total": len(self.names), "labelled": len(self.labelled()), "unreadable": unreadable,
+                "waiting": len(self.waiting())}
+
+
+# ---------------------------------------------------------------------------
+# Suggestions and the queue order
+# ---------------------------------------------------------------------------
+
+
+def suggest(reader: BaseReader, paths: Sequence[Path], batch_size: int = SUGGESTION_BATCH):
+    """Yield {file name: Suggestion} for `paths`, one batch at a time; unreadable images get none."""
+    for start in range(0, len(paths), batch_size):
+        batch = list(paths[start:start + batch_size])
+        try:
+            readings = reader.read(batch)
+        except UserError:  # one bad file in the batch: read them one by one, skipping it
+            readings = []
+            for path in list(batch):
+                try:
+                    readings.append(reader.read([path])[0])
+                except UserError:
+                    batch.remove(path)
+        yield {path.name: Suggestion(r.text, r.confidence) for path, r in zip(batch, readings)}
+
+
+def order_queue(names: Sequence[str], suggestions: dict[str, Suggestion], order: str) -> list[str]:
+    """The queue: least confident first (teaches the model most), most confident first (fast confirming), or by name.
+
+    Images without a suggestion count as the least confident.
+    """
+    if order not in ORDERS:
+        raise BadAnswer(f"order must be one of {ORDERS}, got {order!r}")
+    if order == "name":
+        return sorted(names)
+
+    def confidence(name: str) -> float:
+        return suggestions[name].confidence if name in suggestions else -1.0
+
+    sign = 1 if order == "uncertain" else -1
+    return sorted(names, key=lambda name: (sign * confidence(name), name))
+
+
+# ---------------------------------------------------------------------------
+# Review queues: the label audit's suspects and an evaluation's misreads
+# ---------------------------------------------------------------------------
+
+
+def read_review_report(report: str | Path, store: LabelStore) -> list[ReviewItem]:
+    """Images of the store's folder whose label a report doubts, most doubtful first.
+
+    An audit report (`--audit`) ranks every file: the ones whose out-of-fold reading differs
+    from the label are kept. An evaluation report (`--evaluate`) lists its misreads.
+    """
+    report = Path(report)
+    try:
+        data = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{report}: not a readable JSON report ({error})") from None
+    if isinstance(data, list):
+        entries = [(e["path"], e["label"], e["pred"], e["p_label"]) for e in data if e.get("pred") != e.get("label")]
+    elif isinstance(data, dict) and "misreads" in data:
+        entries = [(e["path"], e["truth"], e["pred"], e["confidence"]) for e in data["misreads"]]
+    else:
+        raise DatasetError(f"{report}: neither an audit report (a list) nor an evaluation report (with misreads)")
+    known = set(store.names)
+    items = [ReviewItem(Path(path).name, label, pred, float(score), report.name)
+             for path, label, pred, score in entries if Path(path).name in known]
+    return sorted(items, key=lambda item: item.score) if isinstance(data, list) else items
+
+
+def open_reviews(store: LabelStore, reports: Sequence[str | Path]) -> list[ReviewItem]:
+    """Review items still to decide from `reports`, or from the folder's own .labelling/ reports."""
+    work = store.folder / WORK_DIR
+    sources = list(reports) or [p for p in (work / "audit.json", work / "evaluation.json") if p.is_file()]
+    items, seen = [], set()
+    for report in sources:
+        for item in read_review_report(report, store):
+            row = store.state(item.name)
+            # Already decided, or changed since the report: nothing left to review.
+            if item.name in seen or row.note == NOTE_REVIEWED or row.label != item.label:
+                continue
+            seen.add(item.name)
+            items.append(item)
+    return items
+
+
+# ---------------------------------------------------------------------------
+# Training on the labelled images: a subprocess, and its progress
+# ---------------------------------------------------------------------------
+
+
+class TrainingProgress(NamedTuple):
+    """Where a training run stands, from its output lines."""
+
+    epoch: int = 0
+    epochs: int = 0
+    val_seq_acc: float | None = None
+
+
+EPOCH_LINE = re.compile(r"^Epoch (\d+)/(\d+)")
+VAL_ACC = re.compile(r"val_seq_acc: ([0-9.]+)")
+
+
+def update_progress(progress: TrainingProgress, line: str) -> TrainingProgress:
+    """The progress after one line of `--verbose 2` Keras output."""
+    epoch = EPOCH_LINE.match(line)
+    if epoch:
+        return progress._replace(epoch=int(epoch.group(1)), epochs=int(epoch.group(2)))
+    accuracy = VAL_ACC.search(line)
+    if accuracy:
+        return progress._replace(val_seq_acc=float(accuracy.group(1)))
+    return progress
+
+
+def fine_tune_epochs(labelled: int) -> int:
+    """Epochs for fine-tuning on `labelled` images: enough to see FINE_TUNE_IMAGES of them."""
+    return max(MIN_FINE_TUNE_EPOCHS, math.ceil(FINE_TUNE_IMAGES / max(1, labelled)))
+
+
+def training_command(folder: Path, model: Path, init_from: Path | None, labelled: int,
+                     epochs: int | None = None) -> list[str]:
+    """The command that trains `model` on the folder's labelled images (fine-tuning `init_from` if given).
+
+    A run from scratch uses the training defaults; fine-tuning needs fewer epochs; `epochs` overrides both.
+    """
+    command = [*TRAINING_MODULE, "train", str(folder.resolve()), str(model.resolve())]
+    if init_from is not None:
+        command += ["--init-from", str(init_from.resolve())]
+        epochs = epochs or fine_tune_epochs(labelled)
+    return command + (["--epochs", str(epochs)] if epochs else [])
+
+
+def export_command(model: Path, onnx: Path) -> list[str]:
+    """The command that writes a .keras model as ONNX, so that suggestions are read without TensorFlow."""
+    return [*TRAINING_MODULE, "export", str(model.resolve()), str(onnx.resolve())]
+
+
+def package_root() -> Path:
+    """The folder that holds the captcha_reader package: where `python -m` finds it."""
+    return Path(__file__).resolve().parent.parent
+
+
+def is_fresh(copy: Path, model: Path) -> bool:
+    """True when `copy` exists and is at least as new as `model`."""
+    return copy.is_file() and copy.stat().st_mtime >= model.stat().st_mtime
+
+
+def onnx_for(model: Path, work: Path) -> Path:
+    """An ONNX file to read suggestions with, without TensorFlow in this process.
+
+    A .keras model is read through its ONNX export beside it when that is fresh, else through
+    one exported into `work` by a subprocess (seconds: it imports TensorFlow there).
+    """
+    if model.suffix != ".keras":
+        return model
+    if is_fresh(model.with_suffix(".onnx"), model):
+        return model.with_suffix(".onnx")
+    stat = model.stat()
+    identity = hashlib.sha256(f"{model.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    export = work / f"suggest-{identity}.onnx"  # one per model file and version: never a stale one
+    if not export.is_file():
+        work.mkdir(exist_ok=True)
+        done = subprocess.run(export_command(model, export), cwd=package_root(), capture_output=True, text=True)
+        if done.returncode:
+            last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "the ONNX export failed"
+            raise ModelLoadError(f"{model}: {last}")
+    return export

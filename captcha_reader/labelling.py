@@ -1,0 +1,299 @@
+"""The labelling page: label a folder of captchas by keyboard, with a model's suggestions, trained as you go.
+
+    python ocr_captcha.py --label DIR [--model M] [--port P] [--review REPORT.json ...]
+
+`make_router(session)` is a FastAPI router that serves the page, its assets and its API under
+/label; `create_app` puts it in an app of its own. TensorFlow-free: suggestions are read in
+a worker thread (through ONNX when there is an export; a Keras model imports TensorFlow there,
+once), and training runs in a subprocess (`captcha_reader.label_training`). Every answer is
+in labels.csv (see `label_loop`) before the server says it is saved.
+"""
+
+import collections
+import contextlib
+import subprocess
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.responses import FileResponse, RedirectResponse
+from pydantic import BaseModel
+
+from captcha_reader.base import UserError
+from captcha_reader.label_loop import (
+    ORDERS,
+    WORK_DIR,
+    BadAnswer,
+    LabelStore,
+    ReviewItem,
+    Suggestion,
+    TrainingProgress,
+    onnx_for,
+    open_reviews,
+    order_queue,
+    package_root,
+    suggest,
+    training_command,
+    update_progress,
+)
+from captcha_reader.readers import open_reader
+from captcha_reader.reading import existing_model
+
+PREFIX = "/label"
+STATIC_DIR = Path(__file__).resolve().parent / "static" / "label"
+ASSETS = ("label.html", "label.css", "label.js")
+BASE_MODEL_DIR = Path(__file__).resolve().parent / "base_model"
+LOG_LINES = 40
+
+
+def find_base_model(folder: Path = BASE_MODEL_DIR) -> Path | None:
+    """The shipped base model (a .keras file, read through its .onnx export when there is one), or None."""
+    if not folder.is_dir():
+        return None
+    models = sorted(folder.glob("*.keras")) or sorted(folder.glob("*.onnx"))
+    return models[0] if models else None
+
+
+class TrainingBusy(UserError):
+    """A training run is going already."""
+
+
+class Suggester:
+    """Reads the waiting images with a model in a worker thread, a batch at a time, off the event loop."""
+
+    def __init__(self, store: LabelStore, work: Path) -> None:
+        self.store = store
+        self.work = work
+        self.suggestions: dict[str, Suggestion] = {}
+        self.model: Path | None = None
+        self.status = "no model"
+        self.done = self.total = 0
+        self.generation = 0  # changes whenever new suggestions arrive: the page then refreshes its queue
+        self._lock = threading.Lock()
+        self._token: object | None = None  # the reading in progress; a newer one replaces it
+
+    def start(self, model: Path) -> None:
+        """Read every waiting image with `model`; a later call supersedes a reading in progress."""
+        with self._lock:
+            self.model, self.status, self.done = model, "preparing the model (an ONNX export, once per model)", 0
+            token = object()
+            self._token = token
+        threading.Thread(target=self._read_all, args=(model, token), daemon=True).start()
+
+    def _read_all(self, model: Path, token: object) -> None:
+        """The worker: load the model, then read the waiting images batch by batch."""
+        try:
+            reader = open_reader(onnx_for(model, self.work))
+        except UserError as error:
+            self.status = f"cannot read suggestions: {error}"
+            return
+        names = self.store.waiting()
+        self.total, self.status = len(names), "reading"
+        try:
+            for batch in suggest(reader, [self.store.folder / name for name in names]):
+                if self._token is not token:
+                    return
+                with self._lock:
+                    self.suggestions.update(batch)
+                    self.done += len(batch)
+                    self.generation += 1
+        except OSError as error:  # a file removed while reading
+            self.status = f"stopped reading: {error}"
+            return
+        self.status = "ready"
+
+    def info(self) -> dict:
+        """Model, status and progress for the page."""
+        return {"model": str(self.model) if self.model else None, "status": self.status, "done": self.done,
+                "total": self.total, "generation": self.generation}
+
+
+class Trainer:
+    """One training subprocess at a time, its progress read from its output."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.progress = TrainingProgress()
+        self.state = "idle"
+        self.log: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
+        self.runs = 0
+        self._lock = threading.Lock()
+
+    def start(self, command: list[str], on_success) -> None:
+        """Start `command`; `on_success()` runs when it exits with status 0."""
+        with self._lock:  # two clicks at once start one run
+            if self.state == "running":
+                raise TrainingBusy("a training run is already going")
+            self.progress, self.state = TrainingProgress(), "running"
+            self.log.clear()
+            self.process = subprocess.Popen(command, cwd=package_root(), stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+        threading.Thread(target=self._follow, args=(self.process, on_success), daemon=True).start()
+
+    def _follow(self, process: subprocess.Popen, on_success) -> None:
+        """Read the run's output until it ends, then record how it ended."""
+        for line in process.stdout:
+            self.log.append(line.rstrip())
+            self.progress = update_progress(self.progress, line)
+        status = process.wait()
+        self.runs += 1
+        self.state = "done" if status == 0 else f"failed (exit status {status})"
+        if status == 0:
+            on_success()
+
+    def stop(self) -> None:
+        """End a run in progress (when the server stops)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+
+    def info(self) -> dict:
+        """State, epoch and validation accuracy for the page."""
+        return {"state": self.state, **self.progress._asdict(), "runs": self.runs, "log": list(self.log)[-8:]}
+
+
+class LabellingSession:
+    """One folder being labelled: its answers, the model in the loop, its training and review queues."""
+
+    def __init__(self, folder: str | Path, model: str | Path | None = None, reviews: Sequence[str | Path] = ()) -> None:
+        given = existing_model(model) if model else None  # a wrong path stops here, before anything is written
+        self.store = LabelStore(folder)
+        self.reviews_from = list(reviews)
+        # Reviewing a folder named by its labels must keep those labels: only labelling marks new files as waiting.
+        if not self.reviews_from:
+            self.store.open_for_labelling()
+        self.work = self.store.folder / WORK_DIR
+        self.own_model = self.work / "model.keras"
+        self.suggester = Suggester(self.store, self.work)
+        self.trainer = Trainer()
+        start = given or (self.own_model if self.own_model.is_file() else find_base_model())
+        self.model = start
+        if start is not None:
+            self.suggester.start(start)
+
+    def train(self) -> None:
+        """Train the folder's model on its labelled images (fine-tuning the current model), then re-suggest."""
+        labelled = len(self.store.labelled())
+        if labelled < 2:
+            raise BadAnswer("label a few images first")
+        self.work.mkdir(exist_ok=True)
+        init_from = self.model if self.model is not None and self.model.suffix == ".keras" else None
+        self.trainer.start(training_command(self.store.folder, self.own_model, init_from, labelled), self._trained)
+
+    def _trained(self) -> None:
+        """Switch to the new model and read the waiting images with it."""
+        self.model = self.own_model
+        self.suggester.start(self.own_model)
+
+    def queue(self, order: str) -> list[dict]:
+        """The waiting images in `order`, with their suggestions."""
+        suggestions = dict(self.suggester.suggestions)
+        return [{"name": name, "suggestion": suggestions[name].text if name in suggestions else "",
+                 "confidence": suggestions[name].confidence if name in suggestions else None}
+                for name in order_queue(self.store.waiting(), suggestions, order)]
+
+    def reviews(self) -> list[ReviewItem]:
+        """Review items still to decide."""
+        return open_reviews(self.store, self.reviews_from)
+
+    def state(self) -> dict:
+        """Everything the page shows besides the queue."""
+        return {"folder": str(self.store.folder), "counts": self.store.counts(), "suggestions": self.suggester.info(),
+                "training": self.trainer.info(), "orders": ORDERS, "review_count": len(self.reviews())}
+
+
+class Answer(BaseModel):
+    """An answer from the page: a label, or "" with the note `unreadable`, or a previous state (undo)."""
+
+    name: str
+    label: str = ""
+    note: str = ""
+
+
+def make_router(session: LabellingSession) -> APIRouter:
+    """The page, its assets and its API, under /label."""
+    router = APIRouter(prefix=PREFIX)
+
+    @router.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "label.html", headers={"Cache-Control": "no-store"})
+
+    @router.get("/static/{asset}", include_in_schema=False)
+    def asset(asset: str) -> FileResponse:
+        if asset not in ASSETS:
+            raise HTTPException(404, "no such file")
+        return FileResponse(STATIC_DIR / asset, headers={"Cache-Control": "no-store"})
+
+    @router.get("/image/{name}")
+    def image(name: str) -> FileResponse:
+        """An image of the folder, by its file name."""
+        if not session.store.is_image(name):
+            raise HTTPException(404, "no such image")
+        return FileResponse(session.store.folder / name, headers={"Cache-Control": "max-age=3600"})
+
+    @router.get("/api/state")
+    def state() -> dict:
+        return session.state()
+
+    @router.get("/api/queue")
+    def queue(order: str = "uncertain") -> dict:
+        if order not in ORDERS:
+            raise HTTPException(400, f"order must be one of {', '.join(ORDERS)}")
+        return {"items": session.queue(order), "generation": session.suggester.generation,
+                "counts": session.store.counts()}
+
+    @router.get("/api/reviews")
+    def reviews() -> dict:
+        try:
+            return {"items": [item._asdict() for item in session.reviews()]}
+        except UserError as error:
+            raise HTTPException(400, str(error)) from None
+
+    @router.post("/api/answer")
+    def answer(answer: Answer) -> dict:
+        """Append the answer to labels.csv (synced to disk) before replying."""
+        try:
+            row = session.store.answer(answer.name, answer.label, answer.note)
+        except UserError as error:
+            raise HTTPException(400, str(error)) from None
+        return {"saved": row._asdict(), "counts": session.store.counts()}
+
+    @router.post("/api/train")
+    def train() -> dict:
+        try:
+            session.train()
+        except TrainingBusy as error:
+            raise HTTPException(409, str(error)) from None
+        except UserError as error:
+            raise HTTPException(400, str(error)) from None
+        return session.trainer.info()
+
+    return router
+
+
+def create_app(session: LabellingSession) -> FastAPI:
+    """An app with only the labelling page: / leads to it."""
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        session.trainer.stop()
+
+    app = FastAPI(title="ocr-captchas labelling", lifespan=lifespan)
+    app.include_router(make_router(session))
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse(f"{PREFIX}/")
+    return app
+
+
+def serve(folder: str | Path, model: str | Path | None, port: int, reviews: Sequence[str | Path] = ()) -> None:
+    """Open the folder and serve the page on 127.0.0.1 until Ctrl-C."""
+    import uvicorn
+
+    session = LabellingSession(folder, model, reviews)
+    counts = session.store.counts()
+    print(f"{folder}: {counts['total']} images, {counts['labelled']} labelled, {counts['waiting']} waiting; "
+          f"suggestions from {session.model or 'no model (none given, no base model shipped)'}")
+    print(f"open http://127.0.0.1:{port}{PREFIX}/  (Ctrl-C stops; every answer is already saved)", flush=True)
+    uvicorn.run(create_app(session), host="127.0.0.1", port=port, log_level="warning")

@@ -1,0 +1,29 @@
+"""captcha_reader.files: durable appends from several processes."""
+
+import multiprocessing
+
+from captcha_reader.files import append_durably
+
+
+def append_rows(path, tag):
+    """Append 200 rows tagged by the writer."""
+    for i in range(200):
+        append_durably(path, f"{tag},{i}\n")
+
+
+def test_appends_from_two_processes_never_interleave(tmp_path):
+    path = tmp_path / "log.csv"
+    writers = [multiprocessing.get_context("spawn").Process(target=append_rows, args=(path, tag)) for tag in "ab"]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    lines = path.read_text().splitlines()
+    assert sorted(lines) == sorted(f"{tag},{i}" for tag in "ab" for i in range(200))
+
+
+def test_a_cut_last_line_gets_its_newline_first(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("a,1\nb,")
+    append_durably(path, "c,3\n")
+    assert path.read_text() == "a,1\nb,\nc,3\n"

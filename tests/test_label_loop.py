@@ -1,0 +1,149 @@
+"""captcha_reader.label_loop: the answers log, the queue order, review reports, training progress."""
+
+import json
+import threading
+
+import pytest
+
+from captcha_reader.label_loop import (
+    BadAnswer,
+    LabelStore,
+    Suggestion,
+    TrainingProgress,
+    fine_tune_epochs,
+    open_reviews,
+    order_queue,
+    suggest,
+    training_command,
+    update_progress,
+)
+from captcha_reader.labels import LabelRow, list_labelled_images, read_label_rows
+
+
+def image_folder(tmp_path, names):
+    """A folder of empty files with image names."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes(b"")
+    return folder
+
+
+def test_opening_marks_every_unlisted_image_waiting_once(tmp_path):
+    folder = image_folder(tmp_path, ["IMG_1.png", "IMG_2.png", "1234.png"])
+    store = LabelStore(folder)
+    assert store.open_for_labelling() == 3
+    assert LabelStore(folder).open_for_labelling() == 0
+    assert (folder / "labels.csv").read_text().splitlines() == [
+        "path,label,note", "1234.png,,", "IMG_1.png,,", "IMG_2.png,,"]
+    assert list_labelled_images(folder) == []  # never trained under their file names
+
+
+def test_answers_undo_and_unreadable_survive_a_reopen(tmp_path):
+    folder = image_folder(tmp_path, ["a.png", "b.png", "c.png"])
+    store = LabelStore(folder)
+    store.open_for_labelling()
+    store.answer("a.png", " x,1 ")
+    store.answer("b.png", "wrong")
+    store.answer("b.png", "")  # undo
+    store.answer("c.png", "ignored", "unreadable")
+    again = LabelStore(folder)
+    assert again.rows == {"a.png": LabelRow("x,1"), "b.png": LabelRow(""), "c.png": LabelRow("", "unreadable")}
+    assert again.waiting() == ["b.png"]
+    assert again.counts() == {"total": 3, "labelled": 1, "unreadable": 1, "waiting": 1}
+    assert [(p.name, label) for p, label in list_labelled_images(folder)] == [("a.png", "x,1")]
+
+
+@pytest.mark.parametrize("name, label, note", [
+    ("nope.png", "1", ""), ("../a.png", "1", ""), ("a.png", "1\n2", ""), ("a.png", "1", "maybe"), ("a.png", "x" * 65, ""),
+])
+def test_bad_answers_are_refused_and_not_written(tmp_path, name, label, note):
+    folder = image_folder(tmp_path, ["a.png"])
+    store = LabelStore(folder)
+    store.open_for_labelling()
+    before = (folder / "labels.csv").read_text()
+    with pytest.raises(BadAnswer):
+        store.answer(name, label, note)
+    assert (folder / "labels.csv").read_text() == before
+
+
+def test_two_stores_on_one_folder_write_whole_rows(tmp_path):
+    names = [f"{i:03d}.png" for i in range(100)]
+    folder = image_folder(tmp_path, names)
+    LabelStore(folder).open_for_labelling()
+    tabs = [LabelStore(folder), LabelStore(folder)]
+    threads = [threading.Thread(target=lambda s=store, k=k: [s.answer(n, f"{k}{n[:3]}") for n in names])
+               for k, store in enumerate(tabs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    rows = read_label_rows(folder / "labels.csv")
+    assert sorted(rows) == names
+    assert all(row.label[1:] == name[:3] for name, row in rows.items())
+    assert len((folder / "labels.csv").read_text().splitlines()) == 1 + 100 + 200
+
+
+def test_review_mode_keeps_names_as_labels(tmp_path):
+    folder = image_folder(tmp_path, ["1234.png", "5678.png"])
+    store = LabelStore(folder)  # not opened for labelling
+    assert store.waiting() == [] and store.state("1234.png") == LabelRow("1234")
+
+
+def test_order_queue():
+    suggestions = {"a": Suggestion("1", 0.9), "b": Suggestion("2", 0.2), "c": Suggestion("3", 0.5)}
+    names = ["c", "d", "a", "b"]
+    assert order_queue(names, suggestions, "uncertain") == ["d", "b", "c", "a"]
+    assert order_queue(names, suggestions, "confident") == ["a", "c", "b", "d"]
+    assert order_queue(names, suggestions, "name") == ["a", "b", "c", "d"]
+    with pytest.raises(BadAnswer):
+        order_queue(names, suggestions, "random")
+
+
+def test_reviews_from_audit_and_evaluation_reports(tmp_path):
+    folder = image_folder(tmp_path, ["1111.png", "2222.png", "3333.png", "4444.png"])
+    store = LabelStore(folder)
+    audit = tmp_path / "audit.json"
+    audit.write_text(json.dumps([
+        {"path": str(folder / "2222.png"), "label": "2222", "pred": "2228", "p_label": 0.01},
+        {"path": str(folder / "1111.png"), "label": "1111", "pred": "1111", "p_label": 0.3},
+        {"path": "elsewhere/9999.png", "label": "9999", "pred": "9", "p_label": 0.0},
+        {"path": str(folder / "3333.png"), "label": "3333", "pred": "333", "p_label": 0.2},
+    ]))
+    evaluation = tmp_path / "evaluation.json"
+    evaluation.write_text(json.dumps({"misreads": [
+        {"path": str(folder / "4444.png"), "truth": "4444", "pred": "444", "confidence": 0.4},
+        {"path": str(folder / "3333.png"), "truth": "3333", "pred": "33", "confidence": 0.1}]}))
+    items = open_reviews(store, [audit, evaluation])
+    assert [(i.name, i.pred, i.source) for i in items] == [
+        ("2222.png", "2228", "audit.json"), ("3333.png", "333", "audit.json"), ("4444.png", "444", "evaluation.json")]
+    store.answer("2222.png", "2222", "reviewed")
+    store.answer("3333.png", "3338")
+    assert [i.name for i in open_reviews(store, [audit, evaluation])] == ["4444.png"]
+
+
+def test_training_progress_from_keras_lines():
+    progress = TrainingProgress()
+    for line in ["Epoch 3/40", "6/6 - 1s - 150ms/step - cer: 0.5 - loss: 9.1 - seq_acc: 0.1 - val_cer: 0.4"
+                 " - val_loss: 8.0 - val_seq_acc: 0.2500", "noise"]:
+        progress = update_progress(progress, line)
+    assert progress == TrainingProgress(3, 40, 0.25)
+
+
+def test_training_command_fine_tunes_with_fewer_epochs(tmp_path):
+    scratch = training_command(tmp_path, tmp_path / "m.keras", None, 100)
+    assert "--epochs" not in scratch and "--init-from" not in scratch
+    tune = training_command(tmp_path, tmp_path / "m.keras", tmp_path / "m.keras", 400)
+    assert tune[tune.index("--epochs") + 1] == str(fine_tune_epochs(400))
+    assert fine_tune_epochs(100) > fine_tune_epochs(1000) >= 5
+
+
+def test_suggest_reads_in_batches_and_skips_unreadable_files(reader, tiny_data, tmp_path):
+    paths = sorted(tiny_data.glob("*.png"))[:5]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    batches = list(suggest(reader, [*paths[:2], broken, *paths[2:]], batch_size=3))
+    assert len(batches) == 2
+    merged = {name: s for batch in batches for name, s in batch.items()}
+    assert sorted(merged) == sorted(p.name for p in paths)
+    assert all(0 <= s.confidence <= 1 for s in merged.values())
