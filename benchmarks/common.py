@@ -24,7 +24,8 @@ COMMITTED_RESULTS = ROOT / "benchmarks"  # results.json and RESULTS.md of full r
 
 def refuse_committed_output(out: Path, quick: bool) -> None:
     """A smoke run writes elsewhere: it must never replace the committed results with its figures."""
-    if quick and out.resolve() == COMMITTED_RESULTS.resolve():
+    committed = (COMMITTED_RESULTS.resolve(), (COMMITTED_RESULTS / "results").resolve())
+    if quick and out.resolve() in committed:
         raise SystemExit("error: --quick writes smoke figures; give it --out DIR outside benchmarks/")
 
 

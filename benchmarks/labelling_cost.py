@@ -3,7 +3,7 @@
     python benchmarks/labelling_cost.py                       # shipped family and one drawn differently
     python benchmarks/labelling_cost.py --quick --out /tmp/lc/lc.json   # a smoke run of the harness (tiny, minutes)
     python benchmarks/labelling_cost.py --families digits56 --base model/ocr_captcha.keras --order confident \
-        --out benchmarks/labelling_cost_base.json      # starting from a model of another family
+        --out benchmarks/results/labelling_cost_base.json      # starting from a model of another family
 
 A simulated person labels a generated pool whose true labels hide behind opaque file names,
 through the page's own functions (LabelStore, suggest, order_queue, training_command):
@@ -12,7 +12,7 @@ a right suggestion is accepted (1 keystroke, 1.5 s), a wrong one or none is type
 fine-tuning the last model, until it reads at least 99% of 1,000 fresh images of the family.
 Hand labelling types every label and trains from scratch; it is measured at the doubling
 sizes around the assisted count until 99%, then counted to the smallest size that reached it.
-Writes benchmarks/labelling_cost.json and prints a table.
+Writes benchmarks/results/labelling_cost.json and prints a table.
 """
 
 import argparse
@@ -198,7 +198,7 @@ def main() -> int:
     parser.add_argument("--pool", type=int, default=6400, help="images the person may label")
     parser.add_argument("--base", type=Path, help="model whose suggestions come first and that the first training fine-tunes")
     parser.add_argument("--work", type=Path, default=Path("/tmp/labelling_cost"))
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "labelling_cost.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "labelling_cost.json")
     args = parser.parse_args()
     refuse_committed_output(args.out.parent, args.quick)
     shutil.rmtree(args.work, ignore_errors=True)
