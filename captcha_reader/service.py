@@ -393,6 +393,38 @@ async def docs() -> HTMLResponse:
                                swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
 
+def create_app(reader: BaseReader, settings: ServiceSettings = ServiceSettings()) -> FastAPI:
+    """The service's FastAPI application around an open reader."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        app.state.decoder = decoder
+        await app.state.batcher.start()
+        # The objects made at startup (FastAPI's, pydantic's, the model's) live as long as the app: frozen,
+        # the collector stops walking them, and its full collections no longer pause every request in flight.
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            await app.state.batcher.stop()
+            decoder.shutdown(wait=True)
+
+    # The docs page is served from the swagger-ui-bundle package, not FastAPI's default CDN: nothing loads from the internet.
+    app = FastAPI(title="ocr_captcha reading service", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Reads captcha images with a model trained by ocr_captcha.py.")
+    app.state.reader = reader
+    app.state.settings = settings
+    app.state.batcher = Batcher(reader, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+    return app
+
+
 def port_number(text: str) -> int:
     """A TCP port from the command line."""
     port = int(text)
@@ -443,35 +475,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def create_app(reader: BaseReader, settings: ServiceSettings = ServiceSettings()) -> FastAPI:
-    """The service's FastAPI application around an open reader."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-        app.state.decoder = decoder
-        await app.state.batcher.start()
-        # The objects made at startup (FastAPI's, pydantic's, the model's) live as long as the app: frozen,
-        # the collector stops walking them, and its full collections no longer pause every request in flight.
-        gc.collect()
-        gc.freeze()
-        try:
-            yield
-        finally:
-            await app.state.batcher.stop()
-            decoder.shutdown(wait=True)
-
-    # The docs page is served from the swagger-ui-bundle package, not FastAPI's default CDN: nothing loads from the internet.
-    app = FastAPI(title="ocr_captcha reading service", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Reads captcha images with a model trained by ocr_captcha.py.")
-    app.state.reader = reader
-    app.state.settings = settings
-    app.state.batcher = Batcher(reader, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    install_error_handlers(app)
-    app.include_router(router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
-    return app

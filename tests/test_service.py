@@ -212,6 +212,13 @@ def test_serve_flag_reports_a_missing_model_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: ")
 
 
+def test_module_entry_point_runs_its_checks(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "captcha_reader.service", "--model", str(tmp_path / "none.onnx")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and "none.onnx" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_service_on_onnx_never_imports_tensorflow(lite_model):
     code = ("import sys; from captcha_reader.service import create_app; from captcha_reader import open_reader;"
             "create_app(open_reader(sys.argv[1])); assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
