@@ -212,11 +212,26 @@ def test_serve_flag_reports_a_missing_model_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: ")
 
 
-def test_module_entry_point_runs_its_checks(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "captcha_reader.service", "--model", str(tmp_path / "none.onnx")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and result.stderr.startswith("error: ") and "none.onnx" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_module_entry_point_serves_and_stops_on_sigterm(lite_model):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "captcha_reader.service", "--model", str(lite_model),
+                               "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the service did not answer within 60 s"
+                time.sleep(0.1)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+    assert "Application shutdown complete" in server.stdout.read()
 
 
 def test_service_on_onnx_never_imports_tensorflow(lite_model):
