@@ -151,7 +151,7 @@ def bad_uploads(good: bytes) -> list[tuple[str, bytes, int, str]]:
     """Bad requests of many kinds: (kind, raw request, expected status, words the error must contain)."""
     too_many = [(f"{i}.png", good) for i in range(65)]
     return [
-        ("not an image", read_request("notes.txt", b"just some text"), 422, "unknown format"),
+        ("not an image", read_request("notes.txt", b"just some text"), 422, "not PNG, JPEG, GIF, BMP or WEBP"),
         ("truncated png", read_request("cut.png", good[:len(good) // 3]), 422, "not a readable image"),
         ("empty file", read_request("empty.png", b""), 422, "empty file"),
         ("pixel bomb", read_request("bomb.png", bomb_png()), 422, "too large"),
