@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
-import swagger_ui_bundle
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
@@ -384,15 +383,6 @@ def install_error_handlers(app: FastAPI) -> None:
                               {"Retry-After": str(settings.retry_after_s)})
 
 
-@router.get("/docs", include_in_schema=False)
-async def docs() -> HTMLResponse:
-    """The OpenAPI docs page, with Swagger UI served by this app."""
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="ocr_captcha reading service",
-                               swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                               swagger_css_url="/docs-assets/swagger-ui.css",
-                               swagger_favicon_url="/docs-assets/favicon-32x32.png")
-
-
 def create_app(reader: BaseReader, settings: ServiceSettings = ServiceSettings()) -> FastAPI:
     """The service's FastAPI application around an open reader."""
 
@@ -411,9 +401,9 @@ def create_app(reader: BaseReader, settings: ServiceSettings = ServiceSettings()
             await app.state.batcher.stop()
             decoder.shutdown(wait=True)
 
-    # The docs page is served from the swagger-ui-bundle package, not FastAPI's default CDN: nothing loads from the internet.
-    app = FastAPI(title="ocr_captcha reading service", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Reads captcha images with a model trained by ocr_captcha.py.")
+    # FastAPIOffline serves the /docs and /redoc pages' scripts itself: FastAPI's defaults load them from a CDN.
+    app = FastAPIOffline(title="ocr_captcha reading service", lifespan=lifespan,
+                         description="Reads captcha images with a model trained by ocr_captcha.py.")
     app.state.reader = reader
     app.state.settings = settings
     app.state.batcher = Batcher(reader, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue)
@@ -421,7 +411,6 @@ def create_app(reader: BaseReader, settings: ServiceSettings = ServiceSettings()
     install_error_handlers(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
     return app
 
 
