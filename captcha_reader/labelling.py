@@ -216,10 +216,12 @@ def make_router(session: LabellingSession) -> APIRouter:
 
     @router.get("/", include_in_schema=False)
     def page() -> FileResponse:
+        """The labelling page."""
         return FileResponse(STATIC_DIR / "label.html", headers={"Cache-Control": "no-store"})
 
     @router.get("/static/{asset}", include_in_schema=False)
     def asset(asset: str) -> FileResponse:
+        """One of the page's own script and style files."""
         if asset not in ASSETS:
             raise HTTPException(404, "no such file")
         return FileResponse(STATIC_DIR / asset, headers={"Cache-Control": "no-store"})
@@ -233,10 +235,12 @@ def make_router(session: LabellingSession) -> APIRouter:
 
     @router.get("/api/state")
     def state() -> dict:
+        """Counts, the model in use and the trainer's progress."""
         return session.state()
 
     @router.get("/api/queue")
     def queue(order: str = "uncertain") -> dict:
+        """The images waiting for a label, in the order asked for, with their suggestions."""
         if order not in ORDERS:
             raise HTTPException(400, f"order must be one of {', '.join(ORDERS)}")
         return {"items": session.queue(order), "generation": session.suggester.generation,
@@ -244,6 +248,7 @@ def make_router(session: LabellingSession) -> APIRouter:
 
     @router.get("/api/reviews")
     def reviews() -> dict:
+        """The review queue: audit suspects and evaluation misreads."""
         try:
             return {"items": [item._asdict() for item in session.reviews()]}
         except UserError as error:
@@ -260,6 +265,7 @@ def make_router(session: LabellingSession) -> APIRouter:
 
     @router.post("/api/train")
     def train() -> dict:
+        """Start training on the labelled images in the background."""
         try:
             session.train()
         except TrainingBusy as error:
@@ -275,6 +281,7 @@ def create_app(session: LabellingSession) -> FastAPI:
     """An app with only the labelling page: / leads to it."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        """Stop a training run still going when the server stops."""
         yield
         session.trainer.stop()
 
@@ -283,6 +290,7 @@ def create_app(session: LabellingSession) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:
+        """Send / to the labelling page."""
         return RedirectResponse(f"{PREFIX}/")
     return app
 

@@ -366,18 +366,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        """An HTTP error as JSON."""
         return error_response(error.status_code, str(error.detail), error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        """A request FastAPI could not validate, as a 422 with the reasons."""
         return error_response(422, "; ".join(str(item.get("msg", item)) for item in error.errors()))
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(request: Request, _: BodyTooLarge) -> JSONResponse:
+        """A body over the limit, as a 413."""
         return too_large_response(request.app.state.settings.max_body_bytes)
 
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, _: QueueFull) -> JSONResponse:
+        """A full queue, as a 503 with Retry-After."""
         settings = request.app.state.settings
         return error_response(503, f"busy: the queue holds {settings.max_queue} images; try again shortly",
                               {"Retry-After": str(settings.retry_after_s)})
@@ -388,6 +392,7 @@ def create_app(reader: BaseReader, settings: ServiceSettings = ServiceSettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        """Start the decoding threads and the batcher; stop them when the server stops."""
         decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         app.state.decoder = decoder
         await app.state.batcher.start()
