@@ -28,8 +28,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from captcha_reader.base import (
     DatasetError,
     ImageReadError,
@@ -38,7 +36,6 @@ from captcha_reader.base import (
     printable,
 )
 from captcha_reader.decoding import TextFormat
-from captcha_reader.images import read_image
 from captcha_reader.labels import list_images
 from captcha_reader.readers import RUNTIMES, open_reader
 from captcha_reader.reading import BaseReader
@@ -102,16 +99,8 @@ def print_info(reader: BaseReader, as_json: bool) -> None:
 def read_all(reader: BaseReader, paths: list[str], text_format: TextFormat | None = None,
              greedy: bool = False) -> dict[str, object]:
     """A reading or an error message for every path, images read in one batch."""
-    arrays, results = {}, {}
-    for path in paths:
-        try:
-            arrays[path] = read_image(path, reader.spec.height, reader.spec.width)
-        except ImageReadError as error:
-            results[path] = str(error)
-    batch = np.stack(list(arrays.values())) if arrays else np.zeros((0, reader.spec.height, reader.spec.width))
-    readings = reader.read_arrays(batch, text_format=text_format, greedy=greedy)
-    results.update(zip(arrays, readings))
-    return {path: results[path] for path in paths}
+    results = reader.read_each(paths, text_format, greedy)
+    return {path: str(result) if isinstance(result, ImageReadError) else result for path, result in zip(paths, results)}
 
 
 def print_results(results: dict[str, object], many: bool, as_json: bool) -> int:

@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-from captcha_reader.base import DatasetError, ModelLoadError, UserError
+from captcha_reader.base import DatasetError, ImageReadError, ModelLoadError, UserError
 from captcha_reader.files import append_durably
 from captcha_reader.labels import (
     CSV_HEADER,
@@ -159,16 +159,9 @@ def suggest(reader: BaseReader, paths: Sequence[Path], batch_size: int = SUGGEST
     """Yield {file name: Suggestion} for `paths`, one batch at a time; unreadable images get none."""
     for start in range(0, len(paths), batch_size):
         batch = list(paths[start:start + batch_size])
-        try:
-            readings = reader.read(batch)
-        except UserError:  # one bad file in the batch: read them one by one, skipping it
-            readings = []
-            for path in list(batch):
-                try:
-                    readings.append(reader.read([path])[0])
-                except UserError:
-                    batch.remove(path)
-        yield {path.name: Suggestion(r.text, r.confidence) for path, r in zip(batch, readings)}
+        readings = reader.read_each(batch)
+        yield {path.name: Suggestion(r.text, r.confidence) for path, r in zip(batch, readings)
+               if not isinstance(r, ImageReadError)}
 
 
 def order_queue(names: Sequence[str], suggestions: dict[str, Suggestion], order: str) -> list[str]:

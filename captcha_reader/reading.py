@@ -5,7 +5,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from captcha_reader.base import ModelLoadError, ModelSpec
+from captcha_reader.base import ImageReadError, ModelLoadError, ModelSpec
 from captcha_reader.decoding import Reading, TextFormat, decode, resolve_format
 from captcha_reader.images import ImageSource, image_sources, read_image
 
@@ -45,6 +45,22 @@ class BaseReader:
              greedy: bool = False) -> list[Reading]:
         """Read images given as paths, bytes, arrays or PIL images (a list of them, or one; see `read_arrays`)."""
         return self.read_arrays(self.preprocess(sources), batch_size, text_format, greedy)
+
+    def read_each(self, sources: Sequence[ImageSource], text_format: TextFormat | None = None,
+                  greedy: bool = False) -> list[Reading | ImageReadError]:
+        """A reading, or the error that stopped it, for every source: the readable ones in one batch."""
+        arrays: dict[int, np.ndarray] = {}
+        results: list[Reading | ImageReadError] = []
+        for index, source in enumerate(sources):
+            try:
+                arrays[index] = read_image(source, self.spec.height, self.spec.width)
+                results.append(None)
+            except ImageReadError as error:
+                results.append(error)
+        batch = np.stack(list(arrays.values())) if arrays else np.zeros((0, self.spec.height, self.spec.width))
+        for index, reading in zip(arrays, self.read_arrays(batch, text_format=text_format, greedy=greedy)):
+            results[index] = reading
+        return results
 
     def info(self) -> dict:
         """What the model was trained for: charset, geometry, label lengths, validation scores, format."""
