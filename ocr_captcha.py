@@ -36,6 +36,7 @@ from captcha_reader.files import (
     has_backup,
     same_path,
 )
+from captcha_reader.reading import named_model
 from captcha_reader.settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DATA_DIR,
@@ -107,7 +108,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", metavar="FILE", help="JSON report of --evaluate or --audit (default: beside the model)")
     parser.add_argument("--folds", type=int_at_least(2), default=5, help="models trained by --audit (default: %(default)s)")
     parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")
-    parser.add_argument("--init-from", metavar="MODEL", help="fine-tune this saved model instead of starting fresh")
+    parser.add_argument("--init-from", metavar="MODEL",
+                        help="fine-tune this saved model instead of starting fresh (base: the shipped base model)")
     parser.add_argument("--epochs", type=int_at_least(1), default=None,
                         help=f"maximum number of epochs (default: {DEFAULT_EPOCHS}, or more for small datasets so "
                              f"that training sees at least {MIN_TRAINING_IMAGES:,} images)")
@@ -148,7 +150,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace) -> TrainingSettings:
     """The training settings the flags ask for."""
     return TrainingSettings(
-        data_dir=args.data_dir, model=args.model, init_from=args.init_from, test_dir=args.test_dir,
+        data_dir=args.data_dir, model=args.model, init_from=named_model(args.init_from) if args.init_from else None,
+        test_dir=args.test_dir,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience,
         seed=args.seed, val_split=args.val_split, img_height=args.img_height, img_width=args.img_width,
         augment=args.augment, strategy=args.strategy, restart=args.restart, verbose=args.verbose,
@@ -184,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     if args.label:
         from captcha_reader.labelling import serve
 
-        serve(args.label, args.model, args.port, args.review)
+        serve(args.label, named_model(args.model) if args.model else None, args.port, args.review)
         return 0
     model = Path(args.model)
     check_mode_paths(args)

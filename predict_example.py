@@ -38,7 +38,7 @@ from captcha_reader.base import (
 from captcha_reader.decoding import TextFormat
 from captcha_reader.labels import list_images
 from captcha_reader.readers import RUNTIMES, open_reader
-from captcha_reader.reading import BaseReader
+from captcha_reader.reading import BaseReader, named_model
 from captcha_reader.settings import DEFAULT_MODEL
 
 DEFAULT_IMAGE = "test.png"
@@ -49,7 +49,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Read captcha images with a trained ocr_captcha model.")
     parser.add_argument("inputs", nargs="*", default=[DEFAULT_IMAGE],
                         help=f"image files or folders of images (default: {DEFAULT_IMAGE})")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model file (default: {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model file, or base for the shipped base model (default: {DEFAULT_MODEL})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--info", action="store_true", help="print what the model was trained for and exit")
     parser.add_argument("--length", help="allowed text length: 4 or a range such as 4-6 "
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.inputs == [DEFAULT_IMAGE] and not args.info and not Path(DEFAULT_IMAGE).exists():
             raise DatasetError(f"{DEFAULT_IMAGE}: no such file; pass an image path or run from the project folder")
         text_format = text_format_for(args.length, args.charset, args.greedy)
-        reader = open_reader(args.model, args.runtime)
+        reader = open_reader(named_model(args.model), args.runtime)
         if args.info:
             print_info(reader, args.json)
             return 0

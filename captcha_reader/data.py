@@ -11,13 +11,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from captcha_reader.base import DatasetError, ImageReadError, ModelSpec
+from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, width_for
 from captcha_reader.images import IMAGE_EXTENSIONS, geometry_for, image_size, read_image
 from captcha_reader.labels import (
     LABELS_CSV,
     charset_from_labels,
     encode_label,
-    extend_charset,
     list_images,
     list_labelled_images,
 )
@@ -66,13 +65,14 @@ def infer_spec(items: list[tuple[Path, str]], height: int, width: int | None) ->
 
 
 def spec_for_data(found: ModelSpec, base: ModelSpec | None) -> ModelSpec:
-    """The spec to train: the data's own, or a base model's geometry with its charset extended by the data's.
+    """The spec to train: the data's own; fine-tuning keeps only the base model's input height.
 
-    A fine-tuned model reads the label lengths of its new data: they are what it will be asked to read.
+    A fine-tuned model reads the characters and label lengths of its new data (they are what it
+    will be asked to read) at the data's own aspect ratio; the height is fixed by its weights.
     """
     if base is None:
         return found
-    return ModelSpec(extend_charset(base.charset, [found.charset]), base.height, base.width,
+    return ModelSpec(found.charset, base.height, width_for(base.height, found.width / found.height),
                      found.max_label_length, found.min_label_length)
 
 

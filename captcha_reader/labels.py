@@ -115,11 +115,6 @@ def charset_from_labels(labels: list[str]) -> str:
     return "".join(sorted(set("".join(labels))))
 
 
-def extend_charset(charset: str, labels: list[str]) -> str:
-    """`charset` followed by the characters of `labels` it lacks, sorted: old classes keep their indices."""
-    return charset + "".join(sorted(set("".join(labels)) - set(charset)))
-
-
 def encode_label(label: str, charset: str) -> list[int]:
     """Class indices of `label`'s characters (1-based: 0 is the blank)."""
     return [charset.index(c) + 1 for c in label]

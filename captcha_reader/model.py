@@ -95,13 +95,17 @@ def build_model(spec: ModelSpec, batch_norm: bool = True) -> keras.Model:
 
 
 def extend_model(base: keras.Model, spec: ModelSpec) -> keras.Model:
-    """A new model for `spec` that starts from `base`'s weights; characters new to `spec` start fresh."""
+    """A new model for `spec` that starts from `base`'s weights.
+
+    The output layer is rebuilt for `spec`'s charset: each character the base model knows keeps
+    its weights, new characters start fresh, and characters `spec` lacks are dropped.
+    """
     model = build_model(spec)
     missing = sorted({layer.name for layer in model.layers} - {layer.name for layer in base.layers})
     if missing:
         raise ModelLoadError(f"--init-from: the model lacks layers of this version's network ({', '.join(missing)});"
                              " it was made by another version: train from scratch instead")
-    old_classes = model_info(base).spec.num_classes
+    old_charset = model_info(base).spec.charset
     for layer in model.layers:
         old = base.get_layer(layer.name)
         if layer.name != "logits":
@@ -109,11 +113,16 @@ def extend_model(base: keras.Model, spec: ModelSpec) -> keras.Model:
             continue
         kernel, bias = layer.get_weights()
         old_kernel, old_bias = old.get_weights()
-        kernel[:, :old_classes], bias[:old_classes] = old_kernel, old_bias
+        kept = [(new, old_charset.index(char) + 1) for new, char in enumerate(spec.charset, start=1) if char in old_charset]
+        for new, old_index in [(BLANK_INDEX, BLANK_INDEX), *kept]:
+            kernel[:, new], bias[new] = old_kernel[:, old_index], old_bias[old_index]
         layer.set_weights([kernel, bias])
-    if spec.num_classes > old_classes:
-        added = spec.charset[old_classes - 1:]
-        print(f"extended the output layer with {len(added)} new characters {added!r}; the old ones keep their weights")
+    added = "".join(char for char in spec.charset if char not in old_charset)
+    dropped = "".join(char for char in old_charset if char not in spec.charset)
+    if added or dropped:
+        print(f"output layer: {len(spec.charset) - len(added)} characters keep their weights"
+              + (f", {len(added)} new ones start fresh {added!r}" if added else "")
+              + (f", {len(dropped)} the data never uses are dropped" if dropped else ""))
     return model
 
 

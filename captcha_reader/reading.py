@@ -9,6 +9,10 @@ from captcha_reader.base import ImageReadError, ModelLoadError, ModelSpec
 from captcha_reader.decoding import Reading, TextFormat, decode, resolve_format
 from captcha_reader.images import ImageSource, image_sources, read_image
 
+# The shipped base model, which `--init-from base` and `--model base` name (tools/train_base_model.py makes it).
+BASE_MODEL_NAME = "base"
+BASE_MODEL = Path(__file__).resolve().parent / "base_model" / "base.keras"
+
 
 class BaseReader:
     """Preprocessing and decoding around a network; subclasses say how to run it (`logits`)."""
@@ -65,6 +69,16 @@ class BaseReader:
     def info(self) -> dict:
         """What the model was trained for: charset, geometry, label lengths, validation scores, format."""
         return {**self.spec.to_dict(), "validation": self.validation, "format_version": self.format_version}
+
+
+def named_model(name: str) -> str:
+    """A model named on the command line: "base" is the shipped base model, anything else a path."""
+    if name != BASE_MODEL_NAME:
+        return name
+    if not BASE_MODEL.is_file():
+        raise ModelLoadError(f"the base model is not installed at {BASE_MODEL}; "
+                             "make it with `python tools/train_base_model.py`")
+    return str(BASE_MODEL)
 
 
 def existing_model(path: Union[str, Path]) -> Path:

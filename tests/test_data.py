@@ -37,11 +37,11 @@ def test_labels_csv_feeds_training(tiny_data, tmp_path):
     assert (spec.min_label_length, spec.max_label_length) == (3, 4)
 
 
-def test_fine_tuned_spec_takes_the_lengths_of_its_new_data():
+def test_fine_tuned_spec_takes_charset_lengths_and_aspect_of_its_new_data():
     base = ModelSpec("0123456789", 48, 128, 4, 4)
     found = ModelSpec("ab", 30, 90, 7, 5)
     spec = spec_for_data(found, base)
-    assert spec == ModelSpec("0123456789ab", 48, 128, 7, 5)
+    assert spec == ModelSpec("ab", 48, 144, 7, 5)  # the base's height, the data's aspect ratio of 3
 
 
 def test_geometry_flags_and_inference(tiny_data):

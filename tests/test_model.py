@@ -122,15 +122,17 @@ def test_models_of_other_architectures_are_read_unfolded(tmp_path):
     assert KerasReader(other).inference_model is other
 
 
-def test_extend_model_keeps_old_classes_and_adds_new(reader):
+def test_extend_model_maps_the_output_layer_by_character(reader):
     base = reader.model
-    spec = ModelSpec(reader.spec.charset + "abc", reader.spec.height, reader.spec.width, 6)
+    assert reader.spec.charset == "0123456789"
+    spec = ModelSpec("29ab", reader.spec.height, reader.spec.width, 6)
     extended = extend_model(base, spec)
     old_kernel, old_bias = base.get_layer("logits").get_weights()
     kernel, bias = extended.get_layer("logits").get_weights()
-    assert kernel.shape == (old_kernel.shape[0], 14)
-    assert np.array_equal(kernel[:, :11], old_kernel) and np.array_equal(bias[:11], old_bias)
-    assert not np.array_equal(kernel[:, 11:], np.zeros_like(kernel[:, 11:]))  # new classes start fresh
+    assert kernel.shape == (old_kernel.shape[0], 5)
+    for new, old in ((0, 0), (1, 3), (2, 10)):  # the blank, "2" and "9" keep their own weights
+        assert np.array_equal(kernel[:, new], old_kernel[:, old]) and bias[new] == old_bias[old]
+    assert not np.array_equal(kernel[:, 3:], old_kernel[:, 3:5])  # "a" and "b" start fresh
     assert np.array_equal(extended.get_layer("bilstm_1").get_weights()[0],
                           base.get_layer("bilstm_1").get_weights()[0])
 

@@ -91,7 +91,7 @@ def test_init_from_a_model_of_another_architecture_fails_clearly(reader, tiny_da
     assert error.startswith("error: --init-from") and "dropout" in error and "Traceback" not in error
 
 
-def test_init_from_fine_tunes_with_new_characters(trained_model, reader, tiny_data, tmp_path, capsys):
+def test_init_from_fine_tunes_to_the_characters_of_the_data(trained_model, reader, tiny_data, tmp_path, capsys):
     data = tmp_path / "new"
     data.mkdir()
     sources = sorted(tiny_data.iterdir())
@@ -101,10 +101,12 @@ def test_init_from_fine_tunes_with_new_characters(trained_model, reader, tiny_da
     assert ocr_captcha.main(["--data-dir", str(data), "--init-from", str(trained_model), "--model", str(model),
                              "--epochs", "1", "--verbose", "0", "--img-height", "32"]) == 0
     out = capsys.readouterr().out
-    assert "3 new characters 'abc'" in out and "augmentation on (18 training images)" in out
+    assert "3 new ones start fresh 'abc'" in out and "6 the data never uses are dropped" in out
+    assert "augmentation on (18 training images)" in out
     tuned = open_reader(model)
-    assert tuned.spec.charset == "0123456789abc"
-    assert (tuned.spec.height, tuned.spec.width) == (reader.spec.height, reader.spec.width), "the model's geometry wins"
+    assert tuned.spec.charset == "0123abc", "only the characters of the data stay readable"
+    assert tuned.spec.height == reader.spec.height, "the base model's height wins over --img-height"
+    assert tuned.spec.width == 128, "the data's own aspect ratio (160x60 images) at that height"
 
 
 @pytest.mark.parametrize("flag, expected", [([], "augmentation on"), (["--no-augment"], "augmentation off"),
