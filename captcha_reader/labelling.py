@@ -3,23 +3,24 @@
     python ocr_captcha.py --label DIR [--model M] [--port P] [--review REPORT.json ...]
 
 `make_router(session)` is a FastAPI router that serves the page, its assets and its API under
-/label; `create_app` puts it in an app of its own. TensorFlow-free: suggestions are read in
+/label; `create_app` adds it to the reading service's app (one application: /read, /docs and
+/health as in `service`, reading with --model when one is given). TensorFlow-free: suggestions are read in
 a worker thread (through ONNX when there is an export; a Keras model imports TensorFlow there,
 once), and training runs in a subprocess (`captcha_reader.label_training`). Every answer is
 in labels.csv (see `label_loop`) before the server says it is saved.
 """
 
 import collections
-import contextlib
 import subprocess
 import threading
 from pathlib import Path
 from typing import Sequence
 
 from fastapi import APIRouter, FastAPI, HTTPException
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
+from captcha_reader import service
 from captcha_reader.base import UserError
 from captcha_reader.label_loop import (
     ORDERS,
@@ -38,16 +39,16 @@ from captcha_reader.label_loop import (
     update_progress,
 )
 from captcha_reader.readers import open_reader
-from captcha_reader.reading import existing_model
+from captcha_reader.service import ServiceSettings
+from captcha_reader.reading import BASE_MODEL, BaseReader, existing_model
 
 PREFIX = "/label"
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "label"
 ASSETS = ("label.html", "label.css", "label.js")
-BASE_MODEL_DIR = Path(__file__).resolve().parent / "base_model"
 LOG_LINES = 40
 
 
-def find_base_model(folder: Path = BASE_MODEL_DIR) -> Path | None:
+def find_base_model(folder: Path = BASE_MODEL.parent) -> Path | None:
     """The shipped base model (a .keras file, read through its .onnx export when there is one), or None."""
     if not folder.is_dir():
         return None
@@ -277,22 +278,15 @@ def make_router(session: LabellingSession) -> APIRouter:
     return router
 
 
-def create_app(session: LabellingSession) -> FastAPI:
-    """An app with only the labelling page: / leads to it."""
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI):
-        """Stop a training run still going when the server stops."""
-        yield
-        session.trainer.stop()
+def create_app(session: LabellingSession, reader: BaseReader | None = None,
+               settings: ServiceSettings = ServiceSettings()) -> FastAPI:
+    """The service's app with the labelling page, reading with `reader` if given; else / leads to the page."""
+    return service.create_app(reader, settings, [labelling_page(session)])
 
-    app = FastAPI(title="ocr-captchas labelling", lifespan=lifespan)
-    app.include_router(make_router(session))
 
-    @app.get("/", include_in_schema=False)
-    def home() -> RedirectResponse:
-        """Send / to the labelling page."""
-        return RedirectResponse(f"{PREFIX}/")
-    return app
+def labelling_page(session: LabellingSession) -> service.Page:
+    """The labelling page as a page of the service's app; a training run still going stops with the server."""
+    return service.Page(make_router(session), f"{PREFIX}/", session.trainer.stop)
 
 
 def serve(folder: str | Path, model: str | Path | None, port: int, reviews: Sequence[str | Path] = ()) -> None:
@@ -300,8 +294,9 @@ def serve(folder: str | Path, model: str | Path | None, port: int, reviews: Sequ
     import uvicorn
 
     session = LabellingSession(folder, model, reviews)
+    reader = open_reader(model) if model else None  # the model named on the command line also answers /read
     counts = session.store.counts()
     print(f"{folder}: {counts['total']} images, {counts['labelled']} labelled, {counts['waiting']} waiting; "
           f"suggestions from {session.model or 'no model (none given, no base model shipped)'}")
     print(f"open http://127.0.0.1:{port}{PREFIX}/  (Ctrl-C stops; every answer is already saved)", flush=True)
-    uvicorn.run(create_app(session), host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(create_app(session, reader), host="127.0.0.1", port=port, log_level="warning")

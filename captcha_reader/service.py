@@ -26,13 +26,13 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -346,12 +346,17 @@ async def model_info(request: Request) -> dict:
     return request.app.state.reader.info()
 
 
-@router.get("/health")
+health_router = APIRouter()
+
+
+@health_router.get("/health")
 async def health(request: Request) -> dict:
-    """For probes: the service is up; with its queue and batch counts."""
-    batcher: Batcher = request.app.state.batcher
-    return {"status": "ok", "queued": batcher.admitted, "batches": batcher.batches,
-            "images_read": batcher.images_read, "largest_batch": batcher.largest_batch,
+    """For probes: the service is up; with its queue and batch counts when it reads."""
+    batcher: Batcher | None = request.app.state.batcher
+    counts = {} if batcher is None else {
+        "queued": batcher.admitted, "batches": batcher.batches, "images_read": batcher.images_read,
+        "largest_batch": batcher.largest_batch}
+    return {"status": "ok", "reading": batcher is not None, **counts,
             "token_required": request.app.state.settings.token is not None}
 
 
@@ -387,15 +392,25 @@ def install_error_handlers(app: FastAPI) -> None:
                               {"Retry-After": str(settings.retry_after_s)})
 
 
-def create_app(reader: BaseReader, settings: ServiceSettings = ServiceSettings()) -> FastAPI:
-    """The service's FastAPI application around an open reader."""
+class Page(NamedTuple):
+    """Another page of the app (the labelling page): its routes, where / leads without a model, its clean-up."""
+
+    router: APIRouter
+    home: str
+    stop: Callable[[], None]
+
+
+def create_app(reader: BaseReader | None, settings: ServiceSettings = ServiceSettings(),
+               pages: Sequence[Page] = ()) -> FastAPI:
+    """The one FastAPI application: reading with `reader` (when given) and the other `pages`."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        """Start the decoding threads and the batcher; stop them when the server stops."""
+        """Start the decoding threads and the batcher; stop them, and the pages' work, when the server stops."""
         decoder = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         app.state.decoder = decoder
-        await app.state.batcher.start()
+        if reader is not None:
+            await app.state.batcher.start()
         # The objects made at startup (FastAPI's, pydantic's, the model's) live as long as the app: frozen,
         # the collector stops walking them, and its full collections no longer pause every request in flight.
         gc.collect()
@@ -403,7 +418,10 @@ def create_app(reader: BaseReader, settings: ServiceSettings = ServiceSettings()
         try:
             yield
         finally:
-            await app.state.batcher.stop()
+            for page in pages:
+                page.stop()
+            if reader is not None:
+                await app.state.batcher.stop()
             decoder.shutdown(wait=True)
 
     # FastAPIOffline serves the /docs and /redoc pages' scripts itself: FastAPI's defaults load them from a CDN.
@@ -411,10 +429,17 @@ def create_app(reader: BaseReader, settings: ServiceSettings = ServiceSettings()
                          description="Reads captcha images with a model trained by ocr_captcha.py.")
     app.state.reader = reader
     app.state.settings = settings
-    app.state.batcher = Batcher(reader, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue)
+    app.state.batcher = Batcher(reader, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue) \
+        if reader is not None else None
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    app.include_router(router)
+    app.include_router(health_router)
+    if reader is not None:
+        app.include_router(router)
+    for page in pages:
+        app.include_router(page.router)
+    if reader is None and pages:
+        app.add_api_route("/", lambda: RedirectResponse(pages[0].home), include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

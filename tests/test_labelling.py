@@ -19,6 +19,7 @@ from helpers import free_port
 from captcha_reader.label_loop import TrainingProgress
 from captcha_reader.labelling import LabellingSession, Trainer, create_app
 from captcha_reader.labels import LabelRow, read_label_rows
+from captcha_reader.lite import load_lite_reader
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -78,6 +79,21 @@ def test_api_queue_answer_and_refusals(photos):
     assert client.get("/label/api/queue", params={"order": "random"}).status_code == 400
     assert client.post("/label/api/train").status_code == 400  # one label is not enough to train on
     assert read_label_rows(photos / "labels.csv")[names[0]] == LabelRow("0427")
+
+
+def test_one_app_reads_and_labels(photos, lite_model):
+    reader = load_lite_reader(lite_model)
+    session = LabellingSession(photos, lite_model)
+    with TestClient(create_app(session, reader)) as client:
+        paths = sorted(photos.glob("*.png"))[:3]
+        files = [("images", (path.name, path.read_bytes(), "image/png")) for path in paths]
+        results = client.post("/read", files=files).json()["results"]
+        assert [r["text"] for r in results] == [r.text for r in reader.read(paths)]
+        assert "label.js" in client.get("/label/").text
+        assert client.get("/health").json()["reading"] is True
+        assert 'src="/static/app.js"' in client.get("/").text, "with a model, / is the reading demo"
+    without_model = TestClient(create_app(LabellingSession(photos)))
+    assert without_model.get("/read").status_code == 404 and without_model.get("/health").json()["reading"] is False
 
 
 def test_no_answer_lost_across_kill_9(photos):
