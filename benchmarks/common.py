@@ -55,12 +55,12 @@ def measure_inference(reader: BaseReader, test_files: list[Path]) -> dict:
     return {"images_per_s": round(images_per_second, 1), "latency_ms": round(1000 * statistics.median(latencies[10:]), 2)}
 
 
-def generate(folder: Path, count: int, seed: int, *extra: str) -> Path:
-    """Generate a captcha folder with tools/make_captchas.py unless it is already complete."""
+def generate(folder: Path, count: int, seed: int, *extra: str, tool: str = "make_captchas.py") -> Path:
+    """Generate a captcha folder with a generator of tools/ (make_captchas.py) unless it is already complete."""
     if folder.is_dir() and len(list_images(folder)) == count:
         return folder
     shutil.rmtree(folder, ignore_errors=True)
-    subprocess.run([sys.executable, str(ROOT / "tools" / "make_captchas.py"), "--out", str(folder),
+    subprocess.run([sys.executable, str(ROOT / "tools" / tool), "--out", str(folder),
                     "--count", str(count), "--seed", str(seed), *extra], check=True, stdout=subprocess.DEVNULL)
     return folder
 

@@ -41,10 +41,14 @@ from captcha_reader.readers import open_reader
 
 ACCEPT_SECONDS, TYPE_SECONDS = 1.5, 4.0
 TARGET = 0.99
+LETTERS = "abcdefghkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i or j: as many real captchas leave them out
+# (generator in tools/, its options): the shipped family and families drawn differently.
 FAMILIES = {
-    "shipped": [],  # tools/make_captchas.py defaults: 4 digits, 160x60
-    "letters": ["--length", "5-6", "--charset", "abcdefghkmnpqrstuvwxyz23456789", "--width", "200", "--height", "64"],
-    "digits56": ["--length", "5-6", "--width", "200", "--height", "64"],
+    "shipped": ("make_captchas.py", []),  # 4 digits, 160x60
+    "letters": ("make_captchas.py", ["--length", "5-6", "--charset", LETTERS, "--width", "200", "--height", "64"]),
+    "digits56": ("make_captchas.py", ["--length", "5-6", "--width", "200", "--height", "64"]),
+    # A style the base model never saw (fonts, grids, hollow glyphs, circles, salt and pepper).
+    "letters-a": ("make_diverse_captchas.py", ["--style", "heldout-a", "--length", "5-6", "--charset", LETTERS]),
 }
 
 
@@ -163,17 +167,18 @@ def hand(pool: Path, truth: dict[str, str], test_dir: Path, work: Path, start: i
             "machine_s": round(sum(r["machine_s"] for r in tried.values()), 1), "reached": best["test_acc"] >= TARGET}
 
 
-def run_family(name: str, extra: list[str], work: Path, pool_size: int, test_size: int, order: str,
+def run_family(name: str, family: tuple[str, list[str]], work: Path, pool_size: int, test_size: int, order: str,
                first: int, epochs: int | None, base: Path | None) -> dict:
     """Both arms on one family."""
     print(f"{name}: pool {pool_size}, test {test_size}", flush=True)
-    source = generate(work / f"{name}_source", pool_size, 31, *extra)
-    test_dir = generate(work / f"{name}_test", test_size, TEST_SEED, *extra)
+    tool, extra = family
+    source = generate(work / f"{name}_source", pool_size, 31, *extra, tool=tool)
+    test_dir = generate(work / f"{name}_test", test_size, TEST_SEED, *extra, tool=tool)
     pool = work / f"{name}_pool"
     truth = hide_labels(source, pool, seed=5)
     with_model = assisted(pool, truth, test_dir, work / f"{name}_runs", order, first, epochs, base)
     by_hand = hand(pool, truth, test_dir, work / f"{name}_runs", with_model["labelled"], epochs)
-    return {"family": name, "generator_options": extra, "base": str(base) if base else None,
+    return {"family": name, "generator": tool, "generator_options": extra, "base": str(base) if base else None,
             "assisted": with_model, "hand": by_hand,
             "typed_ratio": round(with_model["typed"] / by_hand["typed"], 3)}
 

@@ -16,6 +16,9 @@ Styles (presets):
              shadows, a thick wavy strike-through in the text colour, a shear, pixelation.
   hard       the base effects at their strongest on small 60x25 images: confusable A-Z and 0-9
              (O/0, I/1, S/5, B/8, Z/2), 4 or 5 characters, 35-degree rotations, strong warps.
+  hard-b     the held-out hard family (kept out of every recipe decision): case-sensitive, A-Z, 0-9
+             and the lower-case letters whose shape differs from their capital (abdefghnqrt), in
+             other fonts, one colour per glyph, tighter overlap, arcs, gradients, a shear.
 
 Image i depends only on (seed, i), as with tools/make_captchas.py, so a larger --count
 extends a set. Only Pillow and NumPy draw. The fonts come from Debian packages (install
@@ -63,6 +66,8 @@ HELDOUT_A_FONTS = ("ComicNeue-Regular.otf", "ComicNeue-Bold.otf", "Quicksand-Bol
 HELDOUT_B_FONTS = ("NimbusSans-Bold.otf", "NimbusRoman-Bold.otf", "C059-Bold.otf", "URWBookman-Demi.otf",
                    "URWGothic-Demi.otf", "NimbusSansNarrow-Bold.otf", "Go-Bold.ttf", "Go-Mono-Bold.ttf",
                    "Cantarell-Bold.otf")
+HARD_B_FONTS = ("NotoSerif-Bold.ttf", "FreeSerifBold.ttf", "LiberationMono-Bold.ttf", "NotoSansDisplay-Bold.ttf",
+                "DejaVuSerif-Bold.ttf")
 HARD_FONTS = ("DejaVuSans-Bold.ttf", "LiberationSans-Bold.ttf", "FreeSansBold.ttf", "NotoSans-Bold.ttf",
               "DejaVuSansMono-Bold.ttf", "LiberationSerif-Bold.ttf")
 
@@ -427,6 +432,20 @@ def render_hard(label: str, rng: random.Random) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.4)))
 
 
+def render_hard_b(label: str, rng: random.Random) -> Image.Image:
+    """The held-out hard family: small, case-sensitive, a colour per glyph, tight overlap, arcs and a shear."""
+    size = (rng.randint(58, 66), rng.randint(24, 28))
+    image = rng.choice((flat_background, gradient_background))(size, rng)
+    colours = [dark_colour(rng) for _ in label]
+    style = GlyphStyle(HARD_B_FONTS, 20, 35, rng.uniform(0.62, 0.8))
+    place_text(image, text_layer(label, style, colours, rng), rng, fill=0.98)
+    draw_arcs(image, rng.randint(1, 2), colours, rng)
+    draw_dots(image, rng.randint(5, 20), colours, rng, largest=0)
+    image = shear(image, rng.uniform(-0.25, 0.25), image.getpixel((0, 0))[:3])
+    image = sine_warp(image, rng.uniform(0.8, 1.8), rng)
+    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.4)))
+
+
 @dataclass(frozen=True)
 class Style:
     """A named preset: how to draw, from which characters, how many."""
@@ -442,6 +461,7 @@ STYLES = {
     "heldout-a": Style(render_heldout_a, DIGITS + UPPER + LOWER, (4, 7), HELDOUT_A_FONTS),
     "heldout-b": Style(render_heldout_b, DIGITS + UPPER + LOWER, (4, 7), HELDOUT_B_FONTS),
     "hard": Style(render_hard, UPPER + DIGITS, (4, 5), HARD_FONTS),
+    "hard-b": Style(render_hard_b, UPPER + DIGITS + "abdefghnqrt", (4, 5), HARD_B_FONTS),
 }
 
 
