@@ -63,7 +63,10 @@ def render_markdown(results: dict) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|"]
         splits = {"henan_uni_4digit": "80/20 by file, seed 0", "captcha_images_v2": "90/10, seed 0",
                   "simplecaptcha_6digit": "train/ vs test/", "small_data_300": "300 shipped images vs 1,000 fresh",
-                  "quick": "smoke run"}
+                  "hard_2000": "2,000 generated (seed 21) vs 1,000 fresh", "hard-b_2000": "2,000 generated (seed 21) vs 1,000 fresh",
+                  "simplecaptcha_6digit_base": "train/ vs test/, --init-from base", "quick": "smoke run",
+                  **{f"captcha_images_v2_base_seed{seed}": f"90/10, seed 0; --init-from base --seed {seed}"
+                     for seed in (1337, 1, 2)}}
         for name, row in datasets["results"].items():
             if "test_seq_acc" in row:
                 lines.append(f"| {name} | {splits.get(name, '')} | {row['seconds']:.0f} s | {row['epochs']} | "

@@ -59,6 +59,9 @@ from captcha_reader.lite import load_lite_reader
 from captcha_reader.readers import open_reader
 
 PLATEAU_SEEDS = (1337, 1, 2, 3, 4)  # 1337 is ocr_captcha.py's default
+BASE_SEEDS = (1337, 1, 2)
+HARD_STYLES = ("hard", "hard-b")  # tools/make_diverse_captchas.py; hard-b is kept out of every recipe decision
+HARD_TRAIN_SEED = 21
 RECIPES = ("A", "B", "C")
 SUITES = ("recipes", "runtimes", "workers", "datasets")
 
@@ -260,7 +263,8 @@ def datasets_suite(args: argparse.Namespace, work: Path) -> dict:
     previous = json.loads((Path(args.out) / "results.json").read_text()).get("datasets", {}) \
         if (Path(args.out) / "results.json").exists() else {}
     results = dict(previous.get("results", {})) if args.only else {}
-    chosen = set(args.only.split(",")) if args.only else {"henan", "v2", "plateau", "simple", "small", "audit"}
+    chosen = set(args.only.split(",")) if args.only else {"henan", "v2", "plateau", "simple", "small", "audit", "hard",
+                                                          "base"}
     if args.quick:
         data = generate(work / "quick_train", 96, 0)
         test = generate(work / "quick_test", 32, TEST_SEED)
@@ -291,6 +295,22 @@ def datasets_suite(args: argparse.Namespace, work: Path) -> dict:
         fresh = generate(work / f"test_{TEST_SEED}", 1000, TEST_SEED)
         results["small_data_300"] = train_cli(small, fresh, work / "small")
         print("small:", results["small_data_300"], flush=True)
+    if "hard" in chosen:  # our hard families: 2,000 labels (the default 10% validation), 1,000 fresh test images
+        for style in HARD_STYLES:
+            train = generate(work / f"{style}_train", 2000, HARD_TRAIN_SEED, "--style", style, tool="make_diverse_captchas.py")
+            test = generate(work / f"{style}_test", 1000, TEST_SEED, "--style", style, tool="make_diverse_captchas.py")
+            results[f"{style}_2000"] = train_cli(train, test, work / style)
+            print(f"{style}:", results[f"{style}_2000"], flush=True)
+    if "base" in chosen:  # the small real sets again, fine-tuning the shipped base model
+        train, test = split_folders(shared / "captcha_images_v2", 0.9, work / "v2")
+        for seed in BASE_SEEDS:
+            results[f"captcha_images_v2_base_seed{seed}"] = train_cli(train, test, work / f"v2_base_{seed}",
+                                                                      "--init-from", "base", "--seed", str(seed))
+            print(f"v2 from base, seed {seed}:", results[f"captcha_images_v2_base_seed{seed}"], flush=True)
+        simple = shared / "simplecaptcha_6digit"
+        results["simplecaptcha_6digit_base"] = train_cli(simple / "train", simple / "test", work / "simple_base",
+                                                         "--init-from", "base")
+        print("simple from base:", results["simplecaptcha_6digit_base"], flush=True)
     if "audit" in chosen:
         results["audit_henan_2pct"] = audit_benchmark(shared / "henan_uni_4digit", work / "audit", 0.02, 0,
                                                       ["--epochs", str(args.audit_epochs)])
@@ -326,7 +346,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="recipes of the recipes suite, comma-separated (default: A,B,C)")
     parser.add_argument("--budget", type=int, default=900, help="seconds of training per recipe")
     parser.add_argument("--audit-epochs", type=int, default=8, help="epochs per fold of the audit benchmark")
-    parser.add_argument("--only", help="datasets suite: comma-separated subset of henan,v2,plateau,simple,small,audit, "
+    parser.add_argument("--only", help="datasets suite: comma-separated subset of henan,v2,plateau,simple,small,audit,hard,base, "
                                        "merged into the existing results")
     parser.add_argument("--out", default=str(ROOT / "benchmarks"), help="folder for results.json and RESULTS.md")
     return parser.parse_args(argv)
