@@ -6,6 +6,7 @@ import socket
 import struct
 import zlib
 
+import make_diverse_captchas
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -73,3 +74,14 @@ def train_one_epoch(tmp_path, data_dir, *extra) -> int:
     """Run the training entry point in-process on a folder, one quick epoch."""
     return ocr_captcha.main(["--data-dir", str(data_dir), "--model", str(tmp_path / "out" / "m.keras"),
                              "--epochs", "1", "--batch-size", "16", "--verbose", "0", *extra])
+
+
+def fonts_missing() -> str:
+    """The first font of any style of tools/make_diverse_captchas.py that is not installed, or an empty string."""
+    for style in make_diverse_captchas.STYLES.values():
+        for name in style.fonts:
+            try:
+                make_diverse_captchas.font_path(name)
+            except make_diverse_captchas.MissingFontError as error:
+                return str(error)
+    return ""

@@ -2,20 +2,10 @@
 
 import make_diverse_captchas
 import pytest
+from helpers import fonts_missing
 
 from captcha_reader.images import image_size
 from captcha_reader.labels import label_from_filename
-
-
-def fonts_missing() -> str:
-    """The first font of any style that is not installed, or an empty string."""
-    for style in make_diverse_captchas.STYLES.values():
-        for name in style.fonts:
-            try:
-                make_diverse_captchas.font_path(name)
-            except make_diverse_captchas.MissingFontError as error:
-                return str(error)
-    return ""
 
 
 pytestmark = pytest.mark.skipif(bool(fonts_missing()), reason=f"{fonts_missing()} (bash tools/system_packages.sh)")

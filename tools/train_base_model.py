@@ -60,13 +60,13 @@ def draw_package(seed: int, start: int, stop: int, out: Path) -> int:
     return stop - start
 
 
-def draw_mixture(out: Path, diverse: int, package: int, seed: int) -> None:
-    """Write the whole mixture into `out` on every core; a finished folder is kept and reused."""
+def draw_mixture(out: Path, diverse: int, package: int, seed: int) -> float:
+    """Write the whole mixture into `out` on every core (a finished folder is reused); returns the seconds it took."""
     done = out / "complete.json"
     recipe = {"diverse": diverse, "package": package, "seed": seed}
     if done.is_file() and json.loads(done.read_text()) == recipe:
         print(f"reusing the mixture in {out}")
-        return
+        return 0.0
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     jobs = [(draw_diverse, seed, s, min(s + CHUNK, diverse)) for s in range(0, diverse, CHUNK)]
@@ -75,7 +75,9 @@ def draw_mixture(out: Path, diverse: int, package: int, seed: int) -> None:
     with ProcessPoolExecutor() as pool:
         drawn = sum(f.result() for f in [pool.submit(job, s, a, b, out) for job, s, a, b in jobs])
     done.write_text(json.dumps(recipe))
-    print(f"drew {drawn} images into {out} in {time.monotonic() - started:.0f} s")
+    seconds = time.monotonic() - started
+    print(f"drew {drawn} images into {out} in {seconds:.0f} s")
+    return seconds
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         font_path(name)
     diverse = args.count * 2 // 3
     data = args.work / "data"
-    draw_mixture(data, diverse, args.count - diverse, args.seed)
+    drawing = draw_mixture(data, diverse, args.count - diverse, args.seed)
     settings = TrainingSettings(data_dir=str(data), model=str(args.work / "run.keras"), epochs=args.epochs,
                                 batch_size=64, patience=3, seed=args.seed, val_split=0.025, img_height=HEIGHT,
                                 img_width=WIDTH, augment=False, verbose=2)
@@ -115,12 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     minutes = (time.monotonic() - started) / 60
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(args.work / "run.keras", args.out)
-    recipe = {"command": "python tools/train_base_model.py " + " ".join(argv or sys.argv[1:]),
+    recipe = {"command": " ".join(["python tools/train_base_model.py", *(argv or sys.argv[1:])]),
               "mixture": {"diverse (make_diverse_captchas base style)": diverse,
                           "package (captcha ImageCaptcha, 3-8 characters)": args.count - diverse,
                           "seed": args.seed, "charset": CHARSET, "lengths": list(LENGTHS)},
-              "training": {**settings.run_fields(), "minutes": round(minutes, 1)},
-              "validation": reader.validation, "bytes": args.out.stat().st_size}
+              "training": {**settings.run_fields(), "data_dir": "the mixture above", "minutes": round(minutes, 1)},
+              "validation": reader.validation, "bytes": args.out.stat().st_size,
+              "drawing_minutes": round(drawing / 60, 1)}
     args.out.with_suffix(".json").write_text(json.dumps(recipe, indent=2) + "\n")
     print(f"installed {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {minutes:.0f} minutes of training")
     return 0

@@ -1,0 +1,75 @@
+"""The shipped base model (captcha_reader/base_model/): small, safe to load, reads zero-shot, fine-tunes by name."""
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import fonts_missing, one_error_line
+
+import ocr_captcha
+import predict_example
+from captcha_reader import reading
+from captcha_reader.base import ModelLoadError
+from captcha_reader.decoding import TextFormat
+from captcha_reader.labels import label_from_filename, list_images
+from captcha_reader.readers import open_reader
+from captcha_reader.reading import BASE_MODEL, named_model
+
+MAX_BYTES = 5 * 2**20
+TEST_PNG = str(Path(__file__).resolve().parent.parent / "test.png")
+
+
+@pytest.fixture(scope="module")
+def base_reader():
+    """The shipped base model, opened by its name."""
+    return open_reader(named_model("base"))
+
+
+def test_base_model_is_small_and_records_its_recipe(base_reader):
+    assert BASE_MODEL.stat().st_size <= MAX_BYTES
+    recipe = json.loads(BASE_MODEL.with_suffix(".json").read_text())
+    assert recipe["validation"] == base_reader.validation and recipe["mixture"]["seed"] is not None
+    assert len(base_reader.spec.charset) == 62 and (base_reader.spec.min_label_length,
+                                                    base_reader.spec.max_label_length) == (3, 8)
+
+
+def test_base_model_reads_the_shipped_family_zero_shot(base_reader, tiny_data):
+    files = list_images(tiny_data)
+    texts = [r.text for r in base_reader.read(files, text_format=TextFormat.parse("0123456789", "4"))]
+    right = sum(text == label_from_filename(path) for text, path in zip(texts, files))
+    assert right >= 0.8 * len(files), f"{right} of {len(files)} read right without training"
+
+
+def test_predict_example_reads_with_the_base_model_by_name(capsys):
+    assert predict_example.main([TEST_PNG, "--model", "base", "--charset", "0123456789", "--length", "4"]) == 0
+    assert len(capsys.readouterr().out.strip()) == 4
+
+
+def test_init_from_base_keeps_only_the_data_characters(tiny_data, tmp_path, capsys):
+    model = tmp_path / "tuned.keras"
+    assert ocr_captcha.main(["--data-dir", str(tiny_data), "--init-from", "base", "--model", str(model),
+                             "--epochs", "1", "--verbose", "0"]) == 0
+    assert "52 the data never uses are dropped" in capsys.readouterr().out
+    assert open_reader(model).spec.charset == "0123456789"
+
+
+def test_a_missing_base_model_is_one_clear_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(reading, "BASE_MODEL", tmp_path / "base.keras")
+    with pytest.raises(ModelLoadError, match="train_base_model.py"):
+        named_model("base")
+    assert predict_example.main([TEST_PNG, "--model", "base"]) == 1
+    assert "the base model is not installed" in one_error_line(capsys)
+
+
+def test_train_base_model_tool_draws_trains_and_records(tmp_path):
+    import train_base_model
+
+    if fonts_missing():
+        pytest.skip(f"{fonts_missing()} (bash tools/system_packages.sh)")
+
+    installed = BASE_MODEL.read_bytes()
+    out = tmp_path / "base.keras"
+    assert train_base_model.main(["--count", "30", "--epochs", "1", "--work", str(tmp_path / "run"), "--out", str(out)]) == 0
+    recipe = json.loads(out.with_suffix(".json").read_text())
+    assert recipe["mixture"]["diverse (make_diverse_captchas base style)"] == 20 and recipe["validation"]["n"] == 1
+    assert open_reader(out).spec.height == 48 and BASE_MODEL.read_bytes() == installed
