@@ -1,6 +1,6 @@
 """Take docs/labelling.png: the labelling page on generated captchas, a model suggesting, a few answers given.
 
-    python tools/labelling_screenshot.py --model model/ocr_captcha.keras [--out docs/labelling.png]
+    python tools/labelling_screenshot.py [--model base] [--out docs/labelling.png]
 
 Needs playwright and Chromium at /usr/bin/chromium.
 """
@@ -22,7 +22,7 @@ PORT = 8799
 def main() -> int:
     """Generate, serve, answer by keyboard, shoot."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", default="base", help="the suggesting model (default: the shipped base model)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "labelling.png")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
