@@ -168,7 +168,7 @@ def hand(pool: Path, truth: dict[str, str], test_dir: Path, work: Path, start: i
 
 
 def run_family(name: str, family: tuple[str, list[str]], work: Path, pool_size: int, test_size: int, order: str,
-               first: int, epochs: int | None, base: Path | None) -> dict:
+               first: int, epochs: int | None, base: Path | None, with_hand: bool) -> dict:
     """Both arms on one family."""
     print(f"{name}: pool {pool_size}, test {test_size}", flush=True)
     tool, extra = family
@@ -177,6 +177,9 @@ def run_family(name: str, family: tuple[str, list[str]], work: Path, pool_size: 
     pool = work / f"{name}_pool"
     truth = hide_labels(source, pool, seed=5)
     with_model = assisted(pool, truth, test_dir, work / f"{name}_runs", order, first, epochs, base)
+    if not with_hand:
+        return {"family": name, "generator": tool, "generator_options": extra, "base": str(base) if base else None,
+                "assisted": with_model}
     by_hand = hand(pool, truth, test_dir, work / f"{name}_runs", with_model["labelled"], epochs)
     return {"family": name, "generator": tool, "generator_options": extra, "base": str(base) if base else None,
             "assisted": with_model, "hand": by_hand,
@@ -187,11 +190,12 @@ def print_table(results: list[dict]) -> None:
     """One row per family and arm."""
     print(f"\n{'family':<9} {'arm':<9} {'labelled':>8} {'typed':>6} {'keys':>6} {'human min':>9} {'machine min':>11} {'test acc':>8}")
     for family in results:
-        for arm in ("assisted", "hand"):
+        for arm in [arm for arm in ("assisted", "hand") if arm in family]:
             r = family[arm]
             print(f"{family['family']:<9} {arm:<9} {r['labelled']:>8} {r['typed']:>6} {r['keystrokes']:>6} "
                   f"{r['human_s'] / 60:>9.1f} {r['machine_s'] / 60:>11.1f} {r['test_acc']:>8.4f}")
-        print(f"{'':<9} typed labels, assisted / hand: {family['typed_ratio']:.1%}")
+        if "typed_ratio" in family:
+            print(f"{'':<9} typed labels, assisted / hand: {family['typed_ratio']:.1%}")
 
 
 def main() -> int:
@@ -202,14 +206,15 @@ def main() -> int:
     parser.add_argument("--order", choices=("uncertain", "confident", "name"), default="uncertain")
     parser.add_argument("--pool", type=int, default=6400, help="images the person may label")
     parser.add_argument("--base", type=Path, help="model whose suggestions come first and that the first training fine-tunes")
+    parser.add_argument("--no-hand", action="store_true", help="the assisted arm only (hand labelling measured before)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/labelling_cost"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "labelling_cost.json")
     args = parser.parse_args()
     refuse_committed_output(args.out.parent, args.quick)
     shutil.rmtree(args.work, ignore_errors=True)
     pool, test, first, epochs = (60, 40, 20, 1) if args.quick else (args.pool, 1000, 100, None)
-    results = [run_family(name, FAMILIES[name], args.work, pool, test, args.order, first, epochs, args.base)
-               for name in args.families]
+    results = [run_family(name, FAMILIES[name], args.work, pool, test, args.order, first, epochs, args.base,
+                          not args.no_hand) for name in args.families]
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"commit": current_commit(), "quick": args.quick, "order": args.order,
