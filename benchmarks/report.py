@@ -1,5 +1,6 @@
 """RESULTS.md from results.json: one section per suite, with the machine and the command of each run."""
 
+import json
 from pathlib import Path
 
 from common import TEST_SEED
@@ -15,6 +16,31 @@ def seconds_and_epochs(row: dict, target: int) -> str:
     if row.get(f"seconds_to_{target}") is None:
         return f"not reached in {row['budget_s']} s"
     return f"{row[f'seconds_to_{target}']:.0f} s ({row[f'epochs_to_{target}']} ep)"
+
+
+def base_model_section(path: Path) -> list[str]:
+    """The base model's zero-shot and few-shot tables from benchmarks/base_model.py's JSON, if it ran."""
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    m, mixture, training = r["machine"], r["base_model"]["mixture"], r["base_model"]["training"]
+    lines = ["## The shipped base model: zero-shot and few-shot", "",
+             f"`python benchmarks/base_model.py` ({m['date']}, commit {r['commit']}); {r['test_images']:,} fresh test "
+             f"images per family (seed {r['test_seed']}). The base model: `{r['base_model']['command']}`, "
+             + ", ".join(f"{count:,} {name}" for name, count in mixture.items() if isinstance(count, int) and count > 100)
+             + f", seed {mixture['seed']}; {training['epochs']} epochs, {training['minutes']} min of training; "
+             f"validation {percent(r['base_model']['validation']['seq_acc'])}.", "",
+             "| family | base model | base, family's format | ddddocr | ddddocr beta |", "|---|---|---|---|---|"]
+    for family, row in r["zero_shot"].items():
+        lines.append(f"| {family} | " + " | ".join(
+            f"{percent(cell['seq_acc'])} ({percent(cell['seq_acc_ignoring_case'])} ignoring case)" for cell in row.values())
+            + " |")
+    lines += ["", "| few-shot family | labels | from | test seq. acc. | training time |", "|---|---|---|---|---|"]
+    for row_name, row in r["few_shot"].items():
+        lines.append(f"| {row_name.rsplit(' ', 2)[0]} | {row['labels']} | {row['start']} | {percent(row['seq_acc'])} | "
+                     f"{row['train_s']:.0f} s |")
+    lines += ["", f"Speed, batches of 256: base model / today's default network = {r['speed']['base / default images per s']}.", ""]
+    return lines
 
 
 def render_markdown(results: dict) -> str:
@@ -130,6 +156,7 @@ def render_markdown(results: dict) -> str:
         for name, row in levers["variants"].items():
             lines.append(f"| {name} | {row['images_per_s']:.0f} | {row['images_per_s'] / b_speed:.2f} | {row['params']:,} |")
         lines.append("")
+    lines += base_model_section(Path(__file__).with_name("results") / "base_model.json")
     notes = Path(__file__).with_name("levers.md")
     if notes.exists():
         lines += [notes.read_text().strip(), ""]
