@@ -264,7 +264,7 @@ def datasets_suite(args: argparse.Namespace, work: Path) -> dict:
         if (Path(args.out) / "results.json").exists() else {}
     results = dict(previous.get("results", {})) if args.only else {}
     chosen = set(args.only.split(",")) if args.only else {"henan", "v2", "plateau", "simple", "small", "audit", "hard",
-                                                          "base"}
+                                                          "v2-base", "simple-base"}
     if args.quick:
         data = generate(work / "quick_train", 96, 0)
         test = generate(work / "quick_test", 32, TEST_SEED)
@@ -301,12 +301,13 @@ def datasets_suite(args: argparse.Namespace, work: Path) -> dict:
             test = generate(work / f"{style}_test", 1000, TEST_SEED, "--style", style, tool="make_diverse_captchas.py")
             results[f"{style}_2000"] = train_cli(train, test, work / style)
             print(f"{style}:", results[f"{style}_2000"], flush=True)
-    if "base" in chosen:  # the small real sets again, fine-tuning the shipped base model
+    if "v2-base" in chosen:  # the small real sets again, fine-tuning the shipped base model
         train, test = split_folders(shared / "captcha_images_v2", 0.9, work / "v2")
         for seed in BASE_SEEDS:
             results[f"captcha_images_v2_base_seed{seed}"] = train_cli(train, test, work / f"v2_base_{seed}",
                                                                       "--init-from", "base", "--seed", str(seed))
             print(f"v2 from base, seed {seed}:", results[f"captcha_images_v2_base_seed{seed}"], flush=True)
+    if "simple-base" in chosen:
         simple = shared / "simplecaptcha_6digit"
         results["simplecaptcha_6digit_base"] = train_cli(simple / "train", simple / "test", work / "simple_base",
                                                          "--init-from", "base")
@@ -346,7 +347,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="recipes of the recipes suite, comma-separated (default: A,B,C)")
     parser.add_argument("--budget", type=int, default=900, help="seconds of training per recipe")
     parser.add_argument("--audit-epochs", type=int, default=8, help="epochs per fold of the audit benchmark")
-    parser.add_argument("--only", help="datasets suite: comma-separated subset of henan,v2,plateau,simple,small,audit,hard,base, "
+    parser.add_argument("--only", help="datasets suite: comma-separated subset of henan,v2,plateau,simple,small,audit,hard,v2-base,simple-base, "
                                        "merged into the existing results")
     parser.add_argument("--out", default=str(ROOT / "benchmarks"), help="folder for results.json and RESULTS.md")
     return parser.parse_args(argv)
