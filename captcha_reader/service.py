@@ -429,8 +429,8 @@ def create_app(reader: BaseReader | None, settings: ServiceSettings = ServiceSet
                          description="Reads captcha images with a model trained by ocr_captcha.py.")
     app.state.reader = reader
     app.state.settings = settings
-    app.state.batcher = Batcher(reader, settings.max_batch, settings.max_wait_ms / 1000, settings.max_queue) \
-        if reader is not None else None
+    app.state.batcher = None if reader is None else Batcher(reader, settings.max_batch, settings.max_wait_ms / 1000,
+                                                            settings.max_queue)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(health_router)
@@ -439,7 +439,12 @@ def create_app(reader: BaseReader | None, settings: ServiceSettings = ServiceSet
     for page in pages:
         app.include_router(page.router)
     if reader is None and pages:
-        app.add_api_route("/", lambda: RedirectResponse(pages[0].home), include_in_schema=False)
+
+        @app.get("/", include_in_schema=False)
+        def home() -> RedirectResponse:
+            """Without a model to read with, / leads to the first page."""
+            return RedirectResponse(pages[0].home)
+
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
