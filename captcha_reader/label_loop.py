@@ -48,6 +48,8 @@ FINE_TUNE_IMAGES = 24_000
 MIN_FINE_TUNE_EPOCHS = 5
 MAX_LABEL_LENGTH = 64
 TRAINING_MODULE = (sys.executable, "-u", "-m", "captcha_reader.label_training")
+# The suggestions' thread and the server's /read both ask for a model's ONNX export: one export, not two.
+EXPORT_LOCK = threading.Lock()
 
 
 class BadAnswer(UserError):
@@ -299,10 +301,11 @@ def onnx_for(model: Path, work: Path) -> Path:
     stat = model.stat()
     identity = hashlib.sha256(f"{model.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     export = work / f"suggest-{identity}.onnx"  # one per model file and version: never a stale one
-    if not export.is_file():
-        work.mkdir(exist_ok=True)
-        done = subprocess.run(export_command(model, export), cwd=package_root(), capture_output=True, text=True)
-        if done.returncode:
-            last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "the ONNX export failed"
-            raise ModelLoadError(f"{model}: {last}")
+    with EXPORT_LOCK:
+        if not export.is_file():
+            work.mkdir(exist_ok=True)
+            done = subprocess.run(export_command(model, export), cwd=package_root(), capture_output=True, text=True)
+            if done.returncode:
+                last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "the ONNX export failed"
+                raise ModelLoadError(f"{model}: {last}")
     return export

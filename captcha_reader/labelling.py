@@ -48,12 +48,9 @@ ASSETS = ("label.html", "label.css", "label.js")
 LOG_LINES = 40
 
 
-def find_base_model(folder: Path = BASE_MODEL.parent) -> Path | None:
-    """The shipped base model (a .keras file, read through its .onnx export when there is one), or None."""
-    if not folder.is_dir():
-        return None
-    models = sorted(folder.glob("*.keras")) or sorted(folder.glob("*.onnx"))
-    return models[0] if models else None
+def find_base_model() -> Path | None:
+    """The shipped base model, or None when it is not installed."""
+    return BASE_MODEL if BASE_MODEL.is_file() else None
 
 
 class TrainingBusy(UserError):
@@ -294,7 +291,8 @@ def serve(folder: str | Path, model: str | Path | None, port: int, reviews: Sequ
     import uvicorn
 
     session = LabellingSession(folder, model, reviews)
-    reader = open_reader(model) if model else None  # the model named on the command line also answers /read
+    # The model named on the command line also answers /read, through the suggestions' ONNX export: no TensorFlow here.
+    reader = open_reader(onnx_for(session.model, session.work)) if model else None
     counts = session.store.counts()
     print(f"{folder}: {counts['total']} images, {counts['labelled']} labelled, {counts['waiting']} waiting; "
           f"suggestions from {session.model or 'no model (none given, no base model shipped)'}")
