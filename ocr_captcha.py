@@ -39,6 +39,7 @@ from captcha_reader.files import (
 from captcha_reader.reading import named_model
 from captcha_reader.settings import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CAPACITY,
     DEFAULT_DATA_DIR,
     DEFAULT_EPOCHS,
     DEFAULT_IMG_HEIGHT,
@@ -129,6 +130,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="model input height (default: %(default)s)")
     parser.add_argument("--img-width", type=int_at_least(1), default=None,
                         help="model input width (default: from the median aspect ratio of the data)")
+    parser.add_argument("--capacity", type=int_at_least(1), default=None,
+                        help=f"convolution filters: 16, 32 and 64 times this (default: {DEFAULT_CAPACITY};"
+                             " fine-tuning keeps the model's own)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help=f"random distortions of training images (default: on below {SMALL_DATA_BELOW:,} of them)")
     parser.add_argument("--restart", action="store_true", help="ignore the backup of an interrupted run")
@@ -154,6 +158,7 @@ def settings_from(args: argparse.Namespace) -> TrainingSettings:
         test_dir=args.test_dir,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience,
         seed=args.seed, val_split=args.val_split, img_height=args.img_height, img_width=args.img_width,
+        capacity=args.capacity,
         augment=args.augment, strategy=args.strategy, restart=args.restart, verbose=args.verbose,
     )
 

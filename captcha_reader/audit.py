@@ -21,6 +21,7 @@ from captcha_reader.data import (
     infer_spec,
     labelled_items,
     load_images,
+    spec_for_data,
 )
 from captcha_reader.files import check_writable, write_json
 from captcha_reader.labels import check_time_steps
@@ -46,7 +47,7 @@ def audit_folder(folder: str, settings: TrainingSettings, folds: int, report_pat
     keras.utils.set_random_seed(settings.seed)
     check_writable(report_path.parent)
     items = labelled_items(folder)
-    spec = infer_spec(items, settings.img_height, settings.img_width)
+    spec = spec_for_data(infer_spec(items, settings.img_height, settings.img_width), None, settings.capacity)
     check_time_steps([label for _, label in items], spec)
     data = load_images(items, spec)
     check_bad_files(data.bad_files, len(items), folder)

@@ -14,7 +14,8 @@ BLANK_INDEX = 0
 WIDTH_PER_TIME_STEP = 4
 # Version of what a saved model carries besides its weights (the ModelInfo layer, the ONNX metadata).
 # 2: the model spec records the shortest training label (min_label_length).
-FORMAT_VERSION = 2
+# 3: it records the network's capacity (convolution filters); older models have capacity 1.
+FORMAT_VERSION = 3
 # The shortest label of models saved before they recorded it: any non-empty reading up to the longest.
 DEFAULT_MIN_LABEL_LENGTH = 1
 
@@ -48,6 +49,7 @@ class ModelSpec:
     width: int
     max_label_length: int
     min_label_length: int = DEFAULT_MIN_LABEL_LENGTH
+    capacity: int = 1  # convolution filters per block: 16, 32 and 64 times this
 
     @property
     def num_classes(self) -> int:
@@ -66,13 +68,14 @@ class ModelSpec:
 
 def spec_mismatch(spec: ModelSpec, input_shape: tuple, output_shape: tuple) -> str | None:
     """Why a model's metadata does not describe its network (shapes with None for free dimensions), or None."""
-    numbers = (spec.height, spec.width, spec.max_label_length)
+    numbers = (spec.height, spec.width, spec.max_label_length, spec.capacity)
     if not isinstance(spec.charset, str) or not all(type(n) is int for n in numbers):
-        return f"its metadata {spec.to_dict()} is not a charset and three whole numbers"
+        return f"its metadata {spec.to_dict()} is not a charset and four whole numbers"
     if not spec.charset or len(set(spec.charset)) != len(spec.charset):
         return f"its charset {spec.charset!r} is empty or repeats a character"
     if min(numbers) < 1:
-        return f"its geometry {spec.height}x{spec.width} or longest label {spec.max_label_length} is not positive"
+        return (f"its geometry {spec.height}x{spec.width}, longest label {spec.max_label_length} or capacity"
+                f" {spec.capacity} is not positive")
     if len(input_shape) != 3 or any(d not in (None, want) for d, want in zip(input_shape[1:], (spec.height, spec.width))):
         return f"its metadata says {spec.height}x{spec.width} images but the network's input is {tuple(input_shape)}"
     if len(output_shape) != 3 or output_shape[2] != spec.num_classes:

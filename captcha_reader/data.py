@@ -6,6 +6,7 @@ TensorFlow-free: training feeds these arrays to tf.data, evaluation reads them d
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +21,7 @@ from captcha_reader.labels import (
     list_images,
     list_labelled_images,
 )
+from captcha_reader.settings import DEFAULT_CAPACITY
 
 # A folder with more unreadable files than this is more likely the wrong folder than a few bad downloads.
 MAX_BAD_FRACTION = 0.10
@@ -64,16 +66,19 @@ def infer_spec(items: list[tuple[Path, str]], height: int, width: int | None) ->
     )
 
 
-def spec_for_data(found: ModelSpec, base: ModelSpec | None) -> ModelSpec:
-    """The spec to train: the data's own; fine-tuning keeps only the base model's input height.
+def spec_for_data(found: ModelSpec, base: ModelSpec | None, capacity: int | None = None) -> ModelSpec:
+    """The spec to train: the data's own; fine-tuning keeps the base model's input height and capacity.
 
     A fine-tuned model reads the characters and label lengths of its new data (they are what it
-    will be asked to read) at the data's own aspect ratio; the height is fixed by its weights.
+    will be asked to read) at the data's own aspect ratio; its height and filters are fixed by its weights.
     """
     if base is None:
-        return found
+        return replace(found, capacity=capacity or DEFAULT_CAPACITY)
+    if capacity not in (None, base.capacity):
+        raise DatasetError(f"capacity {capacity}: the model to fine-tune has capacity {base.capacity}, which its"
+                           " weights fix")
     return ModelSpec(found.charset, base.height, width_for(base.height, found.width / found.height),
-                     found.max_label_length, found.min_label_length)
+                     found.max_label_length, found.min_label_length, base.capacity)
 
 
 def load_images(items: list[tuple[Path, str]], spec: ModelSpec) -> LabelledImages:

@@ -38,9 +38,10 @@ class ModelInfo(layers.Layer):
     """Identity layer that stores the charset, geometry, label lengths and validation scores in the saved model."""
 
     def __init__(self, charset, height, width, max_label_length, validation=None, format_version=FORMAT_VERSION,
-                 min_label_length=DEFAULT_MIN_LABEL_LENGTH, **kwargs):
+                 min_label_length=DEFAULT_MIN_LABEL_LENGTH, capacity=1, **kwargs):
         super().__init__(**kwargs)
-        self.spec = ModelSpec(charset, int(height), int(width), int(max_label_length), int(min_label_length))
+        self.spec = ModelSpec(charset, int(height), int(width), int(max_label_length), int(min_label_length),
+                              int(capacity))
         self.validation = dict(validation or {})
         self.format_version = int(format_version)
 
@@ -58,14 +59,15 @@ class ModelInfo(layers.Layer):
 def build_model(spec: ModelSpec, batch_norm: bool = True) -> keras.Model:
     """The CRNN: three conv blocks with batch norm, two BiLSTMs, per-step logits (class 0 is the blank).
 
-    Without `batch_norm` the convolutions carry a bias instead: the shape of a model whose
-    normalisation has been folded into its convolutions for inference (`fold_batch_norm`).
+    The conv blocks have 16, 32 and 64 filters times `spec.capacity`. Without `batch_norm` the
+    convolutions carry a bias instead: the shape of a model whose normalisation has been folded
+    into its convolutions for inference (`fold_batch_norm`).
     """
     inputs = keras.Input(shape=(spec.height, spec.width), name="image")
     x = layers.Reshape((spec.height, spec.width, 1), name="add_channel")(inputs)
     # Pool height more than width: the width becomes the CTC time axis (one step per 4 columns).
     for i, (filters, pool) in enumerate(((16, (2, 2)), (32, (2, 2)), (64, (2, 1))), start=1):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal",
+        x = layers.Conv2D(filters * spec.capacity, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal",
                           name=f"conv_{i}")(x)
         if batch_norm:
             # Momentum 0.9: the moving statistics that validation reads settle within tens of
@@ -151,6 +153,17 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     return folded
 
 
+def capacity_mismatch(model: keras.Model, spec: ModelSpec) -> str | None:
+    """Why the model's first convolution does not have the filters its capacity says, or None."""
+    names = {layer.name for layer in model.layers}
+    if "conv_1" not in names or spec.capacity < 1:
+        return None  # another architecture (read as it is), or a capacity spec_mismatch refuses
+    filters = model.get_layer("conv_1").filters
+    if filters != 16 * spec.capacity:
+        return f"its metadata says capacity {spec.capacity} but its first convolution has {filters} filters"
+    return None
+
+
 def model_info(model: keras.Model) -> ModelInfo:
     """The ModelInfo layer of one of our models."""
     for layer in model.layers:
@@ -208,7 +221,8 @@ def load_keras_reader(path: str | Path) -> KerasReader:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"{path}: not a usable ocr_captcha model ({reason[:300]})") from None
     spec = model_info(model).spec
-    mismatch = spec_mismatch(spec, tuple(model.inputs[0].shape), tuple(model.outputs[0].shape))
+    mismatch = spec_mismatch(spec, tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)) or capacity_mismatch(
+        model, spec)
     if mismatch:
         raise ModelLoadError(f"{path}: not a usable ocr_captcha model: {mismatch}"[:500])
     return KerasReader(model)

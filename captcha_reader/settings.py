@@ -12,6 +12,7 @@ from captcha_reader.base import DatasetError
 DEFAULT_DATA_DIR = "captcha_images"
 DEFAULT_MODEL = "model/ocr_captcha.keras"
 DEFAULT_IMG_HEIGHT = 48
+DEFAULT_CAPACITY = 1  # the network's convolution filters: 16, 32 and 64 times this
 DEFAULT_EPOCHS = 15
 DEFAULT_PATIENCE = 5
 DEFAULT_BATCH_SIZE = 32
@@ -48,6 +49,7 @@ class TrainingSettings:
     val_split: float = DEFAULT_VAL_SPLIT
     img_height: int = DEFAULT_IMG_HEIGHT
     img_width: int | None = None
+    capacity: int | None = None
     augment: bool | None = None
     strategy: str = "auto"
     restart: bool = False
@@ -55,7 +57,7 @@ class TrainingSettings:
 
     def __post_init__(self) -> None:
         """Refuse settings no run can use, with the setting's name."""
-        for name in ("epochs", "batch_size", "patience", "img_width"):
+        for name in ("epochs", "batch_size", "patience", "img_width", "capacity"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise DatasetError(f"{name} must be at least 1, got {value}")

@@ -83,7 +83,7 @@ def folder_training_data(settings: TrainingSettings, base_spec: ModelSpec | None
     """A folder of labelled images, decoded into memory and split by a seeded permutation."""
     items = labelled_items(settings.data_dir)
     labels = [label for _, label in items]
-    spec = spec_for_data(infer_spec(items, settings.img_height, settings.img_width), base_spec)
+    spec = spec_for_data(infer_spec(items, settings.img_height, settings.img_width), base_spec, settings.capacity)
     check_time_steps(labels, spec)
     print(f"{len(items)} images in {settings.data_dir}; charset {spec.charset!r} ({len(spec.charset)}), "
           f"labels of {spec.min_label_length} to {spec.max_label_length} characters; "
@@ -104,7 +104,8 @@ def folder_training_data(settings: TrainingSettings, base_spec: ModelSpec | None
 def shard_training_data(settings: TrainingSettings, base_spec: ModelSpec | None) -> TrainingData:
     """TFRecord shards made by tools/pack_tfrecords.py: training streams, validation is held in memory."""
     meta = records.read_meta(settings.data_dir)
-    spec = spec_for_data(records.spec_for(meta, settings.img_height, settings.img_width), base_spec)
+    spec = spec_for_data(records.spec_for(meta, settings.img_height, settings.img_width), base_spec,
+                         settings.capacity)
     check_time_steps([meta["most_time_steps_label"]], spec)
     print(f"{meta['count']} images in {meta['shards']} shards in {settings.data_dir}; charset {spec.charset!r}, "
           f"labels of {spec.min_label_length} to {spec.max_label_length} characters; "

@@ -3,8 +3,9 @@
 import shutil
 
 import numpy as np
+import pytest
 
-from captcha_reader.base import ModelSpec
+from captcha_reader.base import DatasetError, ModelSpec
 from captcha_reader.data import (
     infer_spec,
     labelled_items,
@@ -13,6 +14,7 @@ from captcha_reader.data import (
     split_indices,
 )
 from captcha_reader.labels import list_labelled_images
+from captcha_reader.settings import DEFAULT_CAPACITY
 
 
 def test_split_is_seeded_and_disjoint():
@@ -42,6 +44,16 @@ def test_fine_tuned_spec_takes_charset_lengths_and_aspect_of_its_new_data():
     found = ModelSpec("ab", 30, 90, 7, 5)
     spec = spec_for_data(found, base)
     assert spec == ModelSpec("ab", 48, 144, 7, 5)  # the base's height, the data's aspect ratio of 3
+
+
+def test_capacity_is_a_setting_from_scratch_and_the_base_models_when_fine_tuning():
+    found = ModelSpec("ab", 30, 90, 7, 5)
+    assert spec_for_data(found, None).capacity == DEFAULT_CAPACITY
+    assert spec_for_data(found, None, 3).capacity == 3
+    base = ModelSpec("0123456789", 48, 128, 4, 4, capacity=2)
+    assert spec_for_data(found, base).capacity == 2
+    with pytest.raises(DatasetError, match="capacity 2, which its weights fix"):
+        spec_for_data(found, base, 3)
 
 
 def test_geometry_flags_and_inference(tiny_data):

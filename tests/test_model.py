@@ -19,6 +19,7 @@ from captcha_reader.metrics import (
 from captcha_reader.model import (
     KerasReader,
     ModelInfo,
+    build_model,
     extend_model,
     model_info,
 )
@@ -137,6 +138,17 @@ def test_extend_model_maps_the_output_layer_by_character(reader):
                           base.get_layer("bilstm_1").get_weights()[0])
 
 
+def test_capacity_widens_the_convolutions_and_survives_saving(tmp_path):
+    spec = ModelSpec("0123456789", 16, 32, 4, capacity=3)
+    model = build_model(spec)
+    assert [model.get_layer(f"conv_{i}").filters for i in (1, 2, 3)] == [48, 96, 192]
+    model.save(tmp_path / "wide.keras")
+    again = open_reader(tmp_path / "wide.keras")
+    assert again.spec == spec
+    batch = np.random.default_rng(0).random((2, 16, 32)).astype("float32")
+    assert np.allclose(again.logits(batch), model.predict_on_batch(batch), atol=1e-4)
+
+
 def test_truncated_model_file_is_a_clear_error(trained_model, tmp_path):
     cut = tmp_path / "cut.keras"
     cut.write_bytes(trained_model.read_bytes()[:5000])
@@ -208,6 +220,8 @@ def model_info_config(config):
     ("charset", "0123456789ab", "classes"),
     ("charset", "0023456789", "repeats"),
     ("max_label_length", 99, "time steps"),
+    ("capacity", 2, "capacity 2"),
+    ("capacity", 0, "not positive"),
 ])
 def test_metadata_that_disagrees_with_the_network_is_refused_on_open(trained_model, tmp_path, field, value,
                                                                         problem):
