@@ -4,8 +4,9 @@
 
 A job is a JSON object: {"kind": "recipe", "recipe": "A" | "B" | "C", ...} trains one
 recipe within a budget and measures it on a test folder; {"kind": "plateau", ...} records
-the validation CER of the first epochs of the default training with one seed. The
-process prints its result as its last line, `RESULT {...}`.
+the validation CER of the first epochs of the default training with one seed;
+{"kind": "every-epoch", ...} runs the default training to its last planned epoch and scores
+the test folder after each one. The process prints its result as its last line, `RESULT {...}`.
 """
 
 import json
@@ -13,6 +14,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,9 +33,9 @@ from captcha_reader.data import (
 from captcha_reader.decoding import score
 from captcha_reader.labels import label_from_filename, list_images
 from captcha_reader.metrics import CharacterErrorRate, SequenceAccuracy
-from captcha_reader.model import build_model
+from captcha_reader.model import KerasReader, build_model
 from captcha_reader.readers import open_reader
-from captcha_reader.settings import TrainingSettings
+from captcha_reader.settings import TrainingSettings, plan_training
 from captcha_reader.tf_import import keras, tf
 from captcha_reader.training import fit, make_dataset, save_model
 
@@ -105,6 +107,30 @@ def run_plateau(job: dict) -> dict:
         prepared.data.images[prepared.val_idx], prepared.labels[prepared.val_idx], settings, work, [FirstEpochs()])
     return {"seed": job["seed"], "val_cer_by_epoch": val_cer,
             "first_epoch_val_cer_under_50pct": next((i + 1 for i, cer in enumerate(val_cer) if cer < 0.5), None)}
+
+
+def run_every_epoch(job: dict) -> dict:
+    """The default training on job['train_dir'] without early stopping; validation and test scores after each epoch."""
+    settings = TrainingSettings(data_dir=job["train_dir"], seed=job["seed"], epochs=job.get("epochs"), verbose=2)
+    prepared = prepare_training(settings)
+    Path(job["work"]).mkdir(parents=True, exist_ok=True)
+    plan = plan_training(settings, len(prepared.train_idx))
+    test = load_images(labelled_items(job["test_dir"]), prepared.spec)
+    epochs = []
+
+    class TestEachEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            # fit() swaps the averaged weights in before this: the weights early stopping would keep.
+            seq_acc, cer = score(test.labels, [r.text for r in KerasReader(self.model).read_arrays(test.images)])
+            epochs.append({**{name: round(float(logs[name]), 5) for name in ("val_loss", "val_cer", "val_seq_acc")},
+                           "test_seq_acc": seq_acc, "test_cer": cer})
+
+    # Patience as long as the run: every planned epoch runs, on the schedule the default run plans.
+    fit(build_model(prepared.spec), train_elements(prepared), len(prepared.train_idx),
+        prepared.data.images[prepared.val_idx], prepared.labels[prepared.val_idx],
+        replace(settings, patience=plan.epochs), Path(job["work"]), [TestEachEpoch()])
+    return {"patience": plan.patience, "train_images": int(len(prepared.train_idx)),
+            "val_images": int(len(prepared.val_idx)), "test_images": len(test.labels), "epochs": epochs}
 
 
 def train_keras_example(prepared: PreparedData, shuffle_seed: int | None, batch_norm: bool,
@@ -182,7 +208,8 @@ def spawn(job: dict, log: Path) -> dict:
 def main(job_json: str) -> int:
     """Run one job and print its result as the last line."""
     job = json.loads(job_json)
-    result = run_plateau(job) if job["kind"] == "plateau" else run_recipe(job)
+    runs = {"plateau": run_plateau, "every-epoch": run_every_epoch, "recipe": run_recipe}
+    result = runs[job["kind"]](job)
     print("RESULT " + json.dumps(result))
     return 0
 

@@ -54,3 +54,15 @@ def test_quick_decoding_benchmark_compares_the_decoders(trained_model, tmp_path)
     assert results["decoders"]["format"]["other_length"] == 0
     assert all(row["decode_images_per_s"] > 0 and 0 <= row["seq_acc"] <= 1 for row in results["decoders"].values())
     assert "| format |" in result.stdout and "| greedy |" in result.stdout
+
+
+def test_early_stopping_replay_keeps_the_best_epoch_and_stops_after_patience():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from early_stopping import MONITORS, replay
+
+    epochs = [{"val_loss": loss, "val_cer": cer, "val_seq_acc": 1 - cer}
+              for loss, cer in ((5.0, 0.5), (1.0, 0.2), (0.9, 0.1), (0.8, 0.1), (0.85, 0.05), (0.95, 0.06), (1.1, 0.07))]
+    assert replay(epochs, MONITORS["val_loss"], patience=2) == (3, 5)
+    assert replay(epochs, MONITORS["val_cer, then val_loss"], patience=2) == (4, 6)
+    assert replay(epochs, MONITORS["val_cer, then val_loss"], patience=5) == (4, 6)  # ran out of epochs
+    assert replay(epochs[:4], MONITORS["val_seq_acc, then val_loss"], patience=1) == (3, 3)  # the tie goes to the loss

@@ -1,0 +1,126 @@
+"""What early stopping should watch: each candidate monitor's kept epoch, read on fresh test images.
+
+    python benchmarks/early_stopping.py --datasets-dir ../shared/datasets    # about 45 minutes on 2 cores
+    python benchmarks/early_stopping.py --quick --out /tmp/es/early_stopping.json   # a smoke run of the harness
+
+Each dataset trains once with the default recipe and seed, to the last planned epoch (no early
+stopping), and the test set is read after every epoch with the weights early stopping would keep
+(the averaged ones). Each monitor is then replayed on that run's validation scores with the
+default patience: the epoch it keeps (and the one it stops at) is what the default run would
+have given with that monitor, since training up to there does not depend on the monitor.
+Writes benchmarks/results/early_stopping.json and prints a table.
+"""
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Callable
+
+from common import ROOT, TEST_SEED, current_commit, generate, linked_folder, machine, refuse_committed_output, split_folders
+from training_jobs import spawn
+
+from captcha_reader.labels import list_labelled_images
+from captcha_reader.settings import DEFAULT_SEED
+
+HARD_TRAIN_SEED = 21  # as in run.py's datasets suite
+
+# A monitor orders epochs: the smallest key is the best. Ties in the reading scores are common on
+# small validation sets, so those fall back on the loss.
+MONITORS: dict[str, Callable[[dict], tuple]] = {
+    "val_loss": lambda epoch: (epoch["val_loss"],),
+    "val_cer, then val_loss": lambda epoch: (epoch["val_cer"], epoch["val_loss"]),
+    "val_seq_acc, then val_loss": lambda epoch: (-epoch["val_seq_acc"], epoch["val_loss"]),
+}
+
+
+def replay(epochs: list[dict], key: Callable[[dict], tuple], patience: int) -> tuple[int, int]:
+    """(kept epoch, last epoch run), counted from 0, as Keras' EarlyStopping would end this run with `key`."""
+    best, kept, waited = key(epochs[0]), 0, 0
+    for index, epoch in enumerate(epochs[1:], start=1):
+        if key(epoch) < best:
+            best, kept, waited = key(epoch), index, 0
+            continue
+        waited += 1
+        if waited >= patience:
+            return kept, index
+    return kept, len(epochs) - 1
+
+
+def datasets(shared: Path, work: Path, quick: bool) -> dict[str, tuple[Path, Path]]:
+    """(train, test) folders of each dataset: the datasets suite's splits and sizes."""
+    if quick:
+        return {"shipped, 64": (generate(work / "quick_train", 64, 0), generate(work / "quick_test", 16, TEST_SEED))}
+    shipped = list_labelled_images(ROOT / "captcha_images")
+    fresh = generate(work / f"test_{TEST_SEED}", 1000, TEST_SEED)
+    hard_args = ("--style", "hard")
+    return {
+        "shipped, 8,000": (ROOT / "captcha_images", fresh),
+        "shipped, 300": (linked_folder(work / "small_train", random.Random(0).sample(shipped, 300)), fresh),
+        "henan_uni_4digit": split_folders(shared / "henan_uni_4digit", 0.8, work / "henan"),
+        "captcha_images_v2": split_folders(shared / "captcha_images_v2", 0.9, work / "v2"),
+        "hard, 2,000": (generate(work / "hard_train", 2000, HARD_TRAIN_SEED, *hard_args, tool="make_diverse_captchas.py"),
+                        generate(work / "hard_test", 1000, TEST_SEED, *hard_args, tool="make_diverse_captchas.py")),
+    }
+
+
+def measure(name: str, train: Path, test: Path, work: Path, epochs: int | None) -> dict:
+    """One run to its last planned epoch, and each monitor replayed on it."""
+    slug = name.replace(",", "").replace(" ", "_")
+    run = spawn({"kind": "every-epoch", "train_dir": str(train), "test_dir": str(test), "seed": DEFAULT_SEED,
+                 "epochs": epochs, "work": str(work / slug)}, work / f"{slug}.log")
+    epochs = run["epochs"]
+    best_test = max(epoch["test_seq_acc"] for epoch in epochs)
+    run["monitors"] = {}
+    for monitor, key in MONITORS.items():
+        kept, last = replay(epochs, key, run["patience"])
+        run["monitors"][monitor] = {"kept_epoch": kept + 1, "stopped_after": last + 1, **epochs[kept]}
+    run["best_test_seq_acc_of_any_epoch"] = best_test
+    return run
+
+
+def print_table(results: dict) -> None:
+    """Test accuracy of the epoch each monitor keeps, per dataset."""
+    print("\ntest sequence accuracy of the kept epoch (kept epoch / epochs run)")
+    print(f"{'dataset':20s}" + "".join(f"{monitor:>30s}" for monitor in MONITORS) + f"{'best epoch':>12s}")
+    for name, run in results["datasets"].items():
+        cells = "".join(f"{row['test_seq_acc']:>19.2%} ({row['kept_epoch']:>3d}/{row['stopped_after']:>3d})"
+                        for row in run["monitors"].values())
+        print(f"{name:20s}{cells}{run['best_test_seq_acc_of_any_epoch']:>12.2%}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets-dir", type=Path, default=ROOT.parent / "shared" / "datasets",
+                        help="folder holding henan_uni_4digit and captcha_images_v2")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "early_stopping.json")
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "early_stopping")
+    parser.add_argument("--only", help="comma-separated dataset names (as in the table) to run")
+    parser.add_argument("--quick", action="store_true", help="a tiny generated set, the harness only")
+    args = parser.parse_args(argv)
+    refuse_committed_output(args.out.parent, args.quick)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run each dataset, replay the monitors, write the JSON and print the table."""
+    args = parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    chosen = datasets(args.datasets_dir, args.work, args.quick)
+    if args.only:
+        chosen = {name: folders for name, folders in chosen.items() if name in args.only.split(",")}
+    results = {"commit": current_commit(), "machine": machine(), "seed": DEFAULT_SEED, "datasets": {}}
+    for name, (train, test) in chosen.items():
+        results["datasets"][name] = measure(name, train, test, args.work, 4 if args.quick else None)
+        print(name, {m: r["test_seq_acc"] for m, r in results["datasets"][name]["monitors"].items()}, flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
