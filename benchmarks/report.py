@@ -18,26 +18,18 @@ def seconds_and_epochs(row: dict, target: int) -> str:
     return f"{row[f'seconds_to_{target}']:.0f} s ({row[f'epochs_to_{target}']} ep)"
 
 
-def stage_summary(stage: dict) -> str:
-    """One stage of the base model's recipe in words: its mixture and its training."""
-    counts = next((value for value in stage["mixture"].values() if isinstance(value, dict)),  # the two-stage recipe
-                  {name: count for name, count in stage["mixture"].items() if isinstance(count, int) and count > 100})
-    training = stage["training"]
-    return (", ".join(f"{count:,} {name}" for name, count in counts.items()) + f" (seed {stage['mixture']['seed']}), "
-            f"{training['img_height']}x{training['img_width']}, {training['epochs']} epochs, {training['minutes']} min")
-
-
 def base_model_section(path: Path) -> list[str]:
     """The base model's zero-shot and few-shot tables from benchmarks/base_model.py's JSON, if it ran."""
     if not path.exists():
         return []
     r = json.loads(path.read_text())
-    m, recipe = r["machine"], r["base_model"]
+    m, mixture, training = r["machine"], r["base_model"]["mixture"], r["base_model"]["training"]
     lines = ["## The shipped base model: zero-shot and few-shot", "",
              f"`python benchmarks/base_model.py` ({m['date']}, commit {r['commit']}); {r['test_images']:,} fresh test "
-             f"images per family (seed {r['test_seed']}). The base model: `{recipe['command']}`; "
-             + "; then ".join(stage_summary(stage) for stage in recipe.get("stages", [recipe]))
-             + f"; validation {percent(recipe['validation']['seq_acc'])}.", "",
+             f"images per family (seed {r['test_seed']}). The base model: `{r['base_model']['command']}`, "
+             + ", ".join(f"{count:,} {name}" for name, count in mixture.items() if isinstance(count, int) and count > 100)
+             + f", seed {mixture['seed']}; {training['epochs']} epochs, {training['minutes']} min of training; "
+             f"validation {percent(r['base_model']['validation']['seq_acc'])}.", "",
              "| family | base model | base, family's format | ddddocr | ddddocr beta |", "|---|---|---|---|---|"]
     for family, row in r["zero_shot"].items():
         lines.append(f"| {family} | " + " | ".join(

@@ -28,7 +28,7 @@ def base_reader():
 def test_base_model_is_small_and_records_its_recipe(base_reader):
     assert BASE_MODEL.stat().st_size <= MAX_BYTES
     recipe = json.loads(BASE_MODEL.with_suffix(".json").read_text())
-    assert recipe["validation"] == base_reader.validation and all(stage["mixture"]["seed"] for stage in recipe["stages"])
+    assert recipe["validation"] == base_reader.validation and recipe["mixture"]["seed"] is not None
     assert len(base_reader.spec.charset) == 62 and (base_reader.spec.min_label_length,
                                                     base_reader.spec.max_label_length) == (3, 8)
 
@@ -69,12 +69,7 @@ def test_train_base_model_tool_draws_trains_and_records(tmp_path):
 
     installed = BASE_MODEL.read_bytes()
     out = tmp_path / "base.keras"
-    assert train_base_model.main(["--count", "40", "--epochs", "1", "--work", str(tmp_path / "run"), "--out", str(out)]) == 0
+    assert train_base_model.main(["--count", "30", "--epochs", "1", "--work", str(tmp_path / "run"), "--out", str(out)]) == 0
     recipe = json.loads(out.with_suffix(".json").read_text())
-    first, second = recipe["stages"]
-    assert list(first["mixture"].values())[0] == {"base": 27, "package": 13}
-    assert list(second["mixture"].values())[0] == {"base": 13, "base-extra": 13, "package": 14}
-    assert second["training"]["init_from"] == "stage 1" and recipe["validation"] == second["validation"]
-    assert any((tmp_path / "run" / "stage2_data").glob("*_e*.png"))  # the base-extra style
-    assert (open_reader(out).spec.height, open_reader(out).spec.width) == (48, 128)
-    assert BASE_MODEL.read_bytes() == installed
+    assert recipe["mixture"]["diverse (make_diverse_captchas base style)"] == 20 and recipe["validation"]["n"] == 1
+    assert open_reader(out).spec.height == 48 and BASE_MODEL.read_bytes() == installed

@@ -8,9 +8,6 @@ Styles (presets):
              speckled backgrounds, dark text in one or many colours, per-glyph rotation up to 35
              degrees, overlapping glyphs, lines, arcs and dots, a sine warp, blur, JPEG artefacts;
              3 to 8 characters of 0-9, A-Z and a-z; sizes from 40 to 80 pixels high.
-  base-extra the base effects in 26 other fonts and cuts (italics, condensed, light; Carlito, Open
-             Sans, Linux Libertine and Biolinum), a label's glyphs at one size so that case shows:
-             the second stage of the base model's training.
   heldout-a  fonts and effects that base never shows: Comic Neue, Quicksand, Courier Prime and
              Lato; graph-paper or hatched backgrounds, hollow (outlined) glyphs, glyphs on a wavy
              baseline, circles and salt-and-pepper noise; no blur, no JPEG.
@@ -27,9 +24,8 @@ Image i depends only on (seed, i), as with tools/make_captchas.py, so a larger -
 extends a set. Only Pillow and NumPy draw. The fonts come from Debian packages (install
 them with `apt-get install -y` and the package names in FONT_PACKAGES); they are read at
 generation time and never copied. Licences: DejaVu (Bitstream Vera licence), Liberation 2,
-Noto, Comic Neue, Courier Prime, Quicksand, Lato, Cantarell, Carlito (SIL OFL 1.1), FreeFont (GPL-3+
-with the font exception), URW base35 (AGPL-3 with the font exception), Go (BSD-3-Clause), Open
-Sans (Apache 2.0), Linux Libertine and Biolinum (GPL-2+ with the font exception, or OFL 1.1).
+Noto, Comic Neue, Courier Prime, Quicksand, Lato, Cantarell (SIL OFL 1.1), FreeFont (GPL-3+
+with the font exception), URW base35 (AGPL-3 with the font exception), Go (BSD-3-Clause).
 """
 
 import argparse
@@ -52,10 +48,7 @@ UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 LOWER = "abcdefghijklmnopqrstuvwxyz"
 
 # The Debian package of each font family: `apt-get install -y` these before generating.
-FONT_PACKAGES = {  # by file-name prefix, the first that matches
-    "DejaVuSansCondensed": "fonts-dejavu-extra", "DejaVuSerifCondensed": "fonts-dejavu-extra",
-    "DejaVuSans-Oblique": "fonts-dejavu-extra", "DejaVuSans-ExtraLight": "fonts-dejavu-extra",
-    "Carlito": "fonts-crosextra-carlito", "OpenSans": "fonts-open-sans", "Lin": "fonts-linuxlibertine",
+FONT_PACKAGES = {
     "DejaVu": "fonts-dejavu-core", "Liberation": "fonts-liberation2", "Free": "fonts-freefont-ttf",
     "Noto": "fonts-noto-core", "ComicNeue": "fonts-comic-neue", "Quicksand": "fonts-quicksand",
     "Courier Prime": "fonts-courier-prime", "Lato": "fonts-lato", "Nimbus": "fonts-urw-base35",
@@ -67,16 +60,6 @@ BASE_FONTS = (
     "FreeSans.ttf", "FreeSansBold.ttf", "FreeSerifBold.ttf", "FreeMonoBold.ttf",
     "NotoSans-Regular.ttf", "NotoSans-Bold.ttf", "NotoSerif-Regular.ttf", "NotoSerif-Bold.ttf",
     "NotoSansDisplay-Bold.ttf",
-)
-# The base model's second stage adds these: other families, italics, condensed and light cuts.
-BASE_EXTRA_FONTS = (
-    "DejaVuSans-Oblique.ttf", "DejaVuSansCondensed-Bold.ttf", "DejaVuSerifCondensed-Italic.ttf", "DejaVuSans-ExtraLight.ttf",
-    "LiberationSans-Italic.ttf", "LiberationSerif-BoldItalic.ttf",
-    "LiberationMono-Italic.ttf", "FreeSerif.ttf", "FreeSansOblique.ttf", "FreeMono.ttf", "FreeSerifBoldItalic.ttf",
-    "NotoSans-Italic.ttf", "NotoSerif-BoldItalic.ttf", "NotoSansDisplay-Italic.ttf", "NotoSerifDisplay-Italic.ttf",
-    "Carlito-Regular.ttf", "Carlito-BoldItalic.ttf", "OpenSans-Regular.ttf", "OpenSans-Bold.ttf",
-    "OpenSans-CondBold.ttf", "OpenSans-LightItalic.ttf", "OpenSans-ExtraBold.ttf",
-    "LinLibertine_R.otf", "LinLibertine_RBI.otf", "LinBiolinum_RB.otf", "LinBiolinum_RI.otf",
 )
 HELDOUT_A_FONTS = ("ComicNeue-Regular.otf", "ComicNeue-Bold.otf", "Quicksand-Bold.ttf", "Quicksand-Regular.ttf",
                    "Courier Prime Bold.otf", "Lato-Bold.ttf", "Lato-Regular.ttf")
@@ -144,7 +127,6 @@ class GlyphStyle:
     spacing: float  # advance as a fraction of the glyph width (below 1: glyphs overlap)
     outline: bool = False  # hollow glyphs: only the stroke is drawn
     wave: float = 0.0  # baseline amplitude as a fraction of the size
-    size_jitter: float = 0.15  # each glyph's size varies by up to this fraction either way
 
 
 def glyph(char: str, font: ImageFont.FreeTypeFont, colour: Colour, angle: float, outline: bool) -> Image.Image:
@@ -166,7 +148,7 @@ def text_layer(label: str, style: GlyphStyle, colours: list[Colour], rng: random
     font_name = rng.choice(style.fonts)
     tiles = []
     for i, char in enumerate(label):
-        size = max(8, round(style.size * rng.uniform(1 - style.size_jitter, 1 + style.size_jitter)))
+        size = max(8, round(style.size * rng.uniform(0.85, 1.15)))
         angle = rng.uniform(-style.max_rotation, style.max_rotation)
         tiles.append(glyph(char, load_font(font_name, size), colours[i % len(colours)], angle, style.outline))
     widths = [tile.width for tile in tiles]
@@ -380,8 +362,7 @@ def image_size(label: str, heights: tuple[int, int], rng: random.Random) -> tupl
     return round(height * (0.55 * len(label) + 1.0) * rng.uniform(0.85, 1.2)), height
 
 
-def render_base(label: str, rng: random.Random, fonts: tuple[str, ...] = BASE_FONTS,
-                size_jitter: float = 0.15) -> Image.Image:
+def render_base(label: str, rng: random.Random) -> Image.Image:
     """The training mixture (see the module docstring)."""
     size = image_size(label, (40, 80), rng)
     image = rng.choice((flat_background, gradient_background, speckled_background))(size, rng)
@@ -389,8 +370,8 @@ def render_base(label: str, rng: random.Random, fonts: tuple[str, ...] = BASE_FO
     clutter = colours + [dark_colour(rng)]
     if rng.random() < 0.3:  # clutter under the text
         draw_lines(image, rng.randint(1, 3), clutter, rng)
-    style = GlyphStyle(fonts, round(size[1] * rng.uniform(0.55, 0.8)), rng.choice((5, 15, 25, 35)),
-                       rng.uniform(0.72, 1.05), size_jitter=size_jitter)
+    style = GlyphStyle(BASE_FONTS, round(size[1] * rng.uniform(0.55, 0.8)), rng.choice((5, 15, 25, 35)),
+                       rng.uniform(0.72, 1.05))
     place_text(image, text_layer(label, style, colours, rng), rng)
     draw_lines(image, rng.choice((0, 1, 1, 2, 3)), clutter, rng)
     draw_arcs(image, rng.choice((0, 0, 1, 2)), clutter, rng)
@@ -402,11 +383,6 @@ def render_base(label: str, rng: random.Random, fonts: tuple[str, ...] = BASE_FO
     if rng.random() < 0.5:
         image = jpeg_artefacts(image, rng.randint(25, 90))
     return image
-
-
-def render_base_extra(label: str, rng: random.Random) -> Image.Image:
-    """The base effects in other fonts, each label's glyphs at one size, so that case can be told."""
-    return render_base(label, rng, BASE_EXTRA_FONTS, size_jitter=0.03)
 
 
 def render_heldout_a(label: str, rng: random.Random) -> Image.Image:
@@ -482,7 +458,6 @@ class Style:
 
 STYLES = {
     "base": Style(render_base, DIGITS + UPPER + LOWER, (3, 8), BASE_FONTS),
-    "base-extra": Style(render_base_extra, DIGITS + UPPER + LOWER, (3, 8), BASE_EXTRA_FONTS),
     "heldout-a": Style(render_heldout_a, DIGITS + UPPER + LOWER, (4, 7), HELDOUT_A_FONTS),
     "heldout-b": Style(render_heldout_b, DIGITS + UPPER + LOWER, (4, 7), HELDOUT_B_FONTS),
     "hard": Style(render_hard, UPPER + DIGITS, (4, 5), HARD_FONTS),
