@@ -59,7 +59,8 @@ def test_info_reports_the_model(trained_model, capsys):
     assert predict_example.main(["--info", "--json", "--model", str(trained_model)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["charset"] == "0123456789" and info["height"] == 48 and info["width"] == 128
-    assert info["min_label_length"] == info["max_label_length"] == 4 and info["format_version"] == 2
+    assert info["min_label_length"] == info["max_label_length"] == 4 and info["format_version"] == 3
+    assert info["capacity"] == 1
     assert set(info["validation"]) == {"seq_acc", "cer", "n"}
 
 
