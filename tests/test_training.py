@@ -248,7 +248,7 @@ def test_second_training_on_the_same_model_stops_at_once(tiny_data, tmp_path, ca
 KEY_CASES = [
     ("data_dir", "elsewhere"), ("init_from", "base.keras"), ("epochs", 7), ("batch_size", 8),
     ("learning_rate", 1e-3), ("patience", 9), ("seed", 1), ("val_split", 0.2), ("img_height", 32),
-    ("img_width", 64), ("augment", True), ("strategy", "mirrored"),
+    ("img_width", 64), ("capacity", 2), ("augment", True), ("strategy", "mirrored"),
 ]
 
 
@@ -292,3 +292,4 @@ def test_run_whose_loss_is_not_finite_fails_and_keeps_the_model(trained_model, t
     assert "not finite" in one_error_line(capsys)
     assert model.read_bytes() == trained_model.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"], "no .prev, no scratch folder, no plots"
+
