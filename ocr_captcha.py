@@ -121,7 +121,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="peak learning rate (cosine schedule) (default: %(default)s)")
     parser.add_argument("--patience", type=int_at_least(1), default=None,
                         help=f"epochs without a better val loss before stopping (default: {DEFAULT_PATIENCE}, "
-                             "or a quarter of the epochs if more)")
+                             "or half the epochs if more)")
     parser.add_argument("--seed", type=int_at_least(0), default=DEFAULT_SEED,
                         help="seed for the split, shuffling and weights (default: %(default)s)")
     parser.add_argument("--val-split", type=fraction, default=DEFAULT_VAL_SPLIT,

@@ -14,7 +14,7 @@ DEFAULT_MODEL = "model/ocr_captcha.keras"
 DEFAULT_IMG_HEIGHT = 48
 DEFAULT_CAPACITY = 1  # the network's convolution filters: 16, 32 and 64 times this
 DEFAULT_EPOCHS = 15
-DEFAULT_PATIENCE = 5
+DEFAULT_PATIENCE = 10
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LEARNING_RATE = 2e-3
 DEFAULT_SEED = 1337
@@ -97,14 +97,14 @@ def plan_training(settings: TrainingSettings, n_train: int) -> TrainingPlan:
     CTC training first sits on a loss plateau that only optimizer steps end. Small datasets
     therefore get batches of 16 (twice the steps per epoch) and as many epochs as make
     MIN_TRAINING_IMAGES images seen, at least DEFAULT_EPOCHS; and augmentation against overfitting.
-    Their validation sets are small and their validation loss is noisy, so early stopping
-    waits a quarter of the planned epochs (benchmarks/levers.md).
+    Early stopping watches the validation loss and waits half the planned epochs, at least
+    DEFAULT_PATIENCE: a quarter stopped runs that still improved (benchmarks/levers.md).
     """
     small = n_train < SMALL_DATA_BELOW
     epochs = settings.epochs or max(DEFAULT_EPOCHS, min(MAX_AUTO_EPOCHS, math.ceil(MIN_TRAINING_IMAGES / max(1, n_train))))
     return TrainingPlan(
         batch_size=settings.batch_size or (SMALL_DATA_BATCH_SIZE if small else DEFAULT_BATCH_SIZE),
         epochs=epochs,
-        patience=settings.patience or max(DEFAULT_PATIENCE, epochs // 4),
+        patience=settings.patience or max(DEFAULT_PATIENCE, epochs // 2),
         augment=small if settings.augment is None else settings.augment,
     )

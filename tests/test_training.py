@@ -118,9 +118,9 @@ def test_augmentation_default_and_flags(tiny_data, tmp_path, capsys, flag, expec
 
 
 @pytest.mark.parametrize("n_train, flags, expected", [
-    (1999, [], (True, 16, 49, 12)),  # small data: augmented, batches of 16, epochs enough for 96,000 images
-    (2000, [], (False, 32, 48, 12)),
-    (7200, [], (False, 32, 15, 5)),
+    (1999, [], (True, 16, 49, 24)),  # small data: augmented, batches of 16, epochs enough for 96,000 images
+    (2000, [], (False, 32, 48, 24)),
+    (7200, [], (False, 32, 15, 10)),
     (300, ["--batch-size", "64", "--no-augment", "--epochs", "3", "--patience", "2"], (False, 64, 3, 2)),
 ])
 def test_training_plan_follows_the_data_size_unless_flags_say_otherwise(n_train, flags, expected, capsys):
