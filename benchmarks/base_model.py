@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from common import ROOT, TEST_SEED, current_commit, generate, machine, measure_inference, refuse_committed_output
+from common import (ROOT, TEST_SEED, current_commit, generate, machine, measure_inference, refuse_committed_output,
+                    save_results)
 
 from captcha_reader.base import ModelSpec
 from captcha_reader.decoding import TextFormat, score
@@ -177,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     results["zero_shot"] = zero_shot(tests)
     results["speed"] = speed(tests["shipped"])
     results["few_shot"] = few_shot(tests, args.work, sizes)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    save_results(args.out, results)
     print_table(results)
     print(f"\nwrote {args.out}")
     return 0

@@ -1,6 +1,6 @@
 """What early stopping should watch: each candidate monitor's kept epoch, read on fresh test images.
 
-    python benchmarks/early_stopping.py --datasets-dir ../shared/datasets    # about 45 minutes on 2 cores
+    python benchmarks/early_stopping.py --datasets-dir ../shared/datasets    # 100 minutes on 2 cores shared with other runs
     python benchmarks/early_stopping.py --quick --out /tmp/es/early_stopping.json   # a smoke run of the harness
     python benchmarks/early_stopping.py --replay benchmarks/results/early_stopping.json   # the rules again, no training
 
@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from common import ROOT, TEST_SEED, current_commit, generate, linked_folder, machine, refuse_committed_output, split_folders
+from common import (ROOT, TEST_SEED, current_commit, generate, linked_folder, machine, refuse_committed_output,
+                    save_results, split_folders)
 from training_jobs import spawn
 
 from captcha_reader.labels import list_labelled_images
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.replay:
         results = json.loads(args.replay.read_text())
         results["datasets"] = {name: replay_rules(run) for name, run in results["datasets"].items()}
-        args.replay.write_text(json.dumps(results, indent=2) + "\n")
+        save_results(args.replay, results)
         print_table(results)
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
@@ -131,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (train, test) in chosen.items():
         results["datasets"][name] = measure(name, train, test, args.work, 4 if args.quick else None)
         print(name, {m: r["test_seq_acc"] for m, r in results["datasets"][name]["monitors"].items()}, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    save_results(args.out, results)
     print_table(results)
     print(f"\nwrote {args.out}")
     return 0
