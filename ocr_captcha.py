@@ -110,7 +110,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--folds", type=int_at_least(2), default=5, help="models trained by --audit (default: %(default)s)")
     parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")
     parser.add_argument("--init-from", metavar="MODEL",
-                        help="fine-tune this saved model instead of starting fresh (base: the shipped base model)")
+                        help="fine-tune this saved model (base: the shipped base model; scratch: a new network)"
+                             " (default: the base model for data with letters, a new network for digits alone)")
     parser.add_argument("--epochs", type=int_at_least(1), default=None,
                         help=f"maximum number of epochs (default: {DEFAULT_EPOCHS}, or more for small datasets so "
                              f"that training sees at least {MIN_TRAINING_IMAGES:,} images)")

@@ -10,7 +10,7 @@ too). Zero-shot: the base model as shipped, reading with its own format (any of 
 3 to 8 of them) and with the family's (`--charset`/`--length`, as a user would say it); ddddocr
 (default and beta models) in the same run, exact and ignoring case, since it reads one case.
 Few-shot: the first 100 and 300 images of another seed of each held-out style, trained with
-`ocr_captcha.py --init-from base` and from scratch (the same command without it), read on the test set.
+`ocr_captcha.py --init-from base` and from scratch (`--init-from scratch`), read on the test set.
 Speed: the base model against today's default network at the shipped geometry, batches of 256.
 Writes benchmarks/results/base_model.json and prints a table.
 """
@@ -31,6 +31,7 @@ from captcha_reader.decoding import TextFormat, score
 from captcha_reader.labels import label_from_filename, list_images
 from captcha_reader.readers import open_reader
 from captcha_reader.reading import BASE_MODEL
+from captcha_reader.settings import SCRATCH
 
 POOL_SEED = 11
 FEW_SHOT = (100, 300)
@@ -100,10 +101,10 @@ def zero_shot(tests: dict[str, Path]) -> dict:
     return rows
 
 
-def train(data: Path, model: Path, init_from: str | None) -> float:
+def train(data: Path, model: Path, init_from: str) -> float:
     """Train with ocr_captcha.py as a user would; returns the seconds it took."""
-    command = [sys.executable, "ocr_captcha.py", "--data-dir", str(data), "--model", str(model), "--verbose", "0"]
-    command += ["--init-from", init_from] if init_from else []
+    command = [sys.executable, "ocr_captcha.py", "--data-dir", str(data), "--model", str(model), "--verbose", "0",
+               "--init-from", init_from]
     started = time.monotonic()
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return round(time.monotonic() - started, 1)
@@ -117,11 +118,11 @@ def few_shot(tests: dict[str, Path], work: Path, sizes: tuple[int, ...]) -> dict
         truths = [label_from_filename(p) for p in files]
         for size in sizes:
             data = draw(family, work / f"{family}_pool_{size}", size, POOL_SEED)
-            for start in ("base", None):
-                model = work / f"{family}_{size}_{start or 'scratch'}" / "model.keras"
+            for start in ("base", SCRATCH):
+                model = work / f"{family}_{size}_{start}" / "model.keras"
                 seconds = train(data, model, start)
                 texts = [r.text for r in open_reader(model).read(files)]
-                row = {"labels": size, "start": start or "scratch", "train_s": seconds, **accuracy(truths, texts)}
+                row = {"labels": size, "start": start, "train_s": seconds, **accuracy(truths, texts)}
                 rows[f"{family} {size} {row['start']}"] = row
                 print(f"few-shot {family} {size} from {row['start']}: {row['seq_acc']:.2%} ({seconds:.0f} s)", flush=True)
     return rows

@@ -38,6 +38,7 @@ from captcha_reader.label_loop import (
 from captcha_reader.labels import label_from_filename, list_images
 from captcha_reader.lite import load_lite_reader
 from captcha_reader.readers import open_reader
+from captcha_reader.settings import SCRATCH
 
 ACCEPT_SECONDS, TYPE_SECONDS = 1.5, 4.0
 TARGET = 0.99
@@ -69,6 +70,7 @@ def train(folder: Path, model: Path, init_from: Path | None, labelled: int, epoc
     """Run the page's training command; returns its wall time in seconds."""
     started = time.perf_counter()
     command = training_command(folder, model, init_from, labelled, epochs)
+    command += [] if init_from else ["--init-from", SCRATCH]  # the arms without a model start from nothing
     done = subprocess.run(command, cwd=package_root(), capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"training failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")

@@ -1,5 +1,6 @@
 """Readers: the same reading steps (preprocess, run the network, decode) whatever runs the network."""
 
+import string
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -12,6 +13,8 @@ from captcha_reader.images import ImageSource, image_sources, read_image
 # The shipped base model, which `--init-from base` and `--model base` name (tools/train_base_model.py makes it).
 BASE_MODEL_NAME = "base"
 BASE_MODEL = Path(__file__).resolve().parent / "base_model" / "base.keras"
+BASE_HEIGHT = 48  # the base model's input height and characters (tests/test_base_model.py checks both)
+BASE_CHARSET = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
 
 class BaseReader:

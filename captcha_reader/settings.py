@@ -11,6 +11,8 @@ from captcha_reader.base import DatasetError
 
 DEFAULT_DATA_DIR = "captcha_images"
 DEFAULT_MODEL = "model/ocr_captcha.keras"
+# --init-from scratch: a new network, even for data the base model would start (training.starting_model).
+SCRATCH = "scratch"
 DEFAULT_IMG_HEIGHT = 48
 DEFAULT_CAPACITY = 1  # the network's convolution filters: 16, 32 and 64 times this
 DEFAULT_EPOCHS = 15
@@ -35,7 +37,11 @@ NOT_IN_RUN_KEY = ("model", "test_dir", "restart", "verbose")
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """Everything that decides a training run; None means "decided from the data" (see plan_training)."""
+    """Everything that decides a training run; None means "decided from the data" (see plan_training).
+
+    init_from is a model file to fine-tune, SCRATCH for a new network, or None: the base model for
+    data with letters it knows, else a new network (training.starting_model).
+    """
 
     data_dir: str = DEFAULT_DATA_DIR
     model: str = DEFAULT_MODEL

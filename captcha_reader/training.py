@@ -10,6 +10,7 @@ stopping and resumable backups, and saving the model with everything a reader ne
 import hashlib
 import json
 import shutil
+import string
 import sys
 import tempfile
 import time
@@ -51,8 +52,8 @@ from captcha_reader.model import (
     load_keras_reader,
     model_info,
 )
-from captcha_reader.reading import existing_model
-from captcha_reader.settings import TrainingPlan, TrainingSettings, plan_training
+from captcha_reader.reading import BASE_CHARSET, BASE_HEIGHT, BASE_MODEL, BASE_MODEL_NAME, existing_model, named_model
+from captcha_reader.settings import SCRATCH, TrainingPlan, TrainingSettings, plan_training
 from captcha_reader.tf_import import keras, tf
 from captcha_reader.verdict import judge_validation
 
@@ -79,11 +80,35 @@ class TrainingData(NamedTuple):
     fingerprint: list[str]  # identifies the data, for the backup folder's key
 
 
-def folder_training_data(settings: TrainingSettings, base_spec: ModelSpec | None) -> TrainingData:
+def data_spec(settings: TrainingSettings) -> ModelSpec:
+    """The charset, label lengths and geometry the data asks for, before any model is chosen."""
+    if records.is_record_folder(settings.data_dir):
+        return records.spec_for(records.read_meta(settings.data_dir), settings.img_height, settings.img_width)
+    return infer_spec(labelled_items(settings.data_dir), settings.img_height, settings.img_width)
+
+
+def starting_model(settings: TrainingSettings, found: ModelSpec) -> str | None:
+    """The model a run fine-tunes: the one asked for; else the base model for data with letters it knows.
+
+    From the base model, hard captchas read 69% instead of 51% from 2,000 labels and a held-out style
+    57% instead of 16%; digits alone read as well from scratch (benchmarks/levers.md, "Where to start").
+    Asking for another geometry or capacity means a new network, as does `--init-from scratch`.
+    """
+    if settings.init_from is not None:
+        return None if settings.init_from == SCRATCH else settings.init_from
+    own_network = settings.capacity or settings.img_width or settings.img_height != BASE_HEIGHT
+    characters = set(found.charset)
+    if own_network or characters <= set(string.digits) or not characters <= set(BASE_CHARSET):
+        return None
+    print(f"starting from the base model ({BASE_MODEL.name}): it knows every character of this data; "
+          f"--init-from {SCRATCH} trains a new network")
+    return named_model(BASE_MODEL_NAME)
+
+
+def folder_training_data(settings: TrainingSettings, spec: ModelSpec) -> TrainingData:
     """A folder of labelled images, decoded into memory and split by a seeded permutation."""
     items = labelled_items(settings.data_dir)
     labels = [label for _, label in items]
-    spec = spec_for_data(infer_spec(items, settings.img_height, settings.img_width), base_spec, settings.capacity)
     check_time_steps(labels, spec)
     print(f"{len(items)} images in {settings.data_dir}; charset {spec.charset!r} ({len(spec.charset)}), "
           f"labels of {spec.min_label_length} to {spec.max_label_length} characters; "
@@ -101,11 +126,9 @@ def folder_training_data(settings: TrainingSettings, base_spec: ModelSpec | None
                         split, fingerprint)
 
 
-def shard_training_data(settings: TrainingSettings, base_spec: ModelSpec | None) -> TrainingData:
+def shard_training_data(settings: TrainingSettings, spec: ModelSpec) -> TrainingData:
     """TFRecord shards made by tools/pack_tfrecords.py: training streams, validation is held in memory."""
     meta = records.read_meta(settings.data_dir)
-    spec = spec_for_data(records.spec_for(meta, settings.img_height, settings.img_width), base_spec,
-                         settings.capacity)
     check_time_steps([meta["most_time_steps_label"]], spec)
     print(f"{meta['count']} images in {meta['shards']} shards in {settings.data_dir}; charset {spec.charset!r}, "
           f"labels of {spec.min_label_length} to {spec.max_label_length} characters; "
@@ -290,13 +313,12 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
 # ---------------------------------------------------------------------------
 
 
-def run_key(fingerprint: list[str], settings: TrainingSettings, spec: ModelSpec) -> str:
+def run_key(fingerprint: list[str], settings: TrainingSettings, spec: ModelSpec, start: str | None) -> str:
     """A short hash of the data and every setting that changes a run: a backup is only restored into its own run."""
     digest = hashlib.sha256("\n".join(fingerprint).encode())
     run = {**settings.run_fields(), "spec": spec.to_dict()}
-    if settings.init_from:
-        start = Path(settings.init_from)
-        run["init_from_file"] = [start.stat().st_size, start.stat().st_mtime_ns]
+    if start:
+        run["init_from_file"] = [Path(start).stat().st_size, Path(start).stat().st_mtime_ns]
     digest.update(json.dumps(run, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -363,7 +385,7 @@ def check_run_paths(settings: TrainingSettings) -> None:
                model_path.with_name(model_path.stem + ".prev.keras")]
     for output in outputs:
         check_output_file(output, "the run's output", {"--init-from": settings.init_from})
-    if settings.init_from:
+    if settings.init_from not in (None, SCRATCH):
         existing_model(settings.init_from)
     if settings.test_dir:
         labelled_items(settings.test_dir)  # a missing or empty test folder stops the run now, not after it
@@ -373,12 +395,14 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     """Build or extend the model, fit it and (on the chief) save it with everything beside it."""
     keras.utils.set_random_seed(settings.seed)
     model_path = Path(settings.model)
-    base = load_keras_reader(settings.init_from).model if settings.init_from else None
-    base_spec = model_info(base).spec if base is not None else None
+    found = data_spec(settings)
+    start = starting_model(settings, found)
+    base = load_keras_reader(start).model if start else None
+    spec = spec_for_data(found, model_info(base).spec if base is not None else None, settings.capacity)
     if records.is_record_folder(settings.data_dir):
-        data = shard_training_data(settings, base_spec)
+        data = shard_training_data(settings, spec)
     else:
-        data = folder_training_data(settings, base_spec)
+        data = folder_training_data(settings, spec)
     with strategy.scope():
         model = build_model(data.spec) if base is None else extend_model(base, data.spec)
     print(f"training on {data.n_train} images, validating on {len(data.val_labels)} (seed {settings.seed}); "
@@ -387,7 +411,7 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     # Checkpoints and the log of a run in progress live in a folder keyed to its data and settings:
     # re-running the same command resumes there, and a different run never restores them.
     # Workers other than the chief keep theirs in a temporary folder.
-    key = run_key(data.fingerprint, settings, data.spec)
+    key = run_key(data.fingerprint, settings, data.spec, start)
     work = scratch_dir(model_path) / f"run-{key}" if chief else Path(tempfile.mkdtemp())
     if settings.restart:
         shutil.rmtree(work, ignore_errors=True)
@@ -424,7 +448,7 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     save_model(model, model_path)
     shutil.move(str(work / "training_log.csv"), model_path.with_name("training_log.csv"))
     shutil.rmtree(scratch_dir(model_path), ignore_errors=True)
-    write_json(model_path.with_name("split.json"), data.split)
+    write_json(model_path.with_name("split.json"), {**data.split, "init_from": start})
     from captcha_reader import plots  # matplotlib is only needed once training is done
 
     plots.save_training_plots(model_path.parent, history, model, data.val_images, data.val_labels, readings)

@@ -4,16 +4,18 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import fonts_missing, one_error_line
+from helpers import fonts_missing, one_error_line, write_text_images
 
 import ocr_captcha
 import predict_example
 from captcha_reader import reading
-from captcha_reader.base import ModelLoadError
+from captcha_reader.base import ModelLoadError, ModelSpec
 from captcha_reader.decoding import TextFormat
 from captcha_reader.labels import label_from_filename, list_images
 from captcha_reader.readers import open_reader
-from captcha_reader.reading import BASE_MODEL, named_model
+from captcha_reader.reading import BASE_CHARSET, BASE_HEIGHT, BASE_MODEL, named_model
+from captcha_reader.settings import SCRATCH, TrainingSettings
+from captcha_reader.training import starting_model
 
 MAX_BYTES = 5 * 2**20
 TEST_PNG = str(Path(__file__).resolve().parent.parent / "test.png")
@@ -29,7 +31,8 @@ def test_base_model_is_small_and_records_its_recipe(base_reader):
     assert BASE_MODEL.stat().st_size <= MAX_BYTES
     recipe = json.loads(BASE_MODEL.with_suffix(".json").read_text())
     assert recipe["validation"] == base_reader.validation and recipe["mixture"]["seed"] is not None
-    assert len(base_reader.spec.charset) == 62 and (base_reader.spec.min_label_length,
+    assert base_reader.spec.charset == BASE_CHARSET and base_reader.spec.height == BASE_HEIGHT
+    assert (base_reader.spec.min_label_length,
                                                     base_reader.spec.max_label_length) == (3, 8)
 
 
@@ -51,6 +54,32 @@ def test_init_from_base_keeps_only_the_data_characters(tiny_data, tmp_path, caps
                              "--epochs", "1", "--verbose", "0"]) == 0
     assert "52 the data never uses are dropped" in capsys.readouterr().out
     assert open_reader(model).spec.charset == "0123456789"
+
+
+START_CASES = [
+    ({}, "aB3x", str(BASE_MODEL)),  # letters the base model knows: start from it
+    ({}, "0123456789", None),  # digits alone read as well from scratch
+    ({}, "ab-c", None),  # a character the base model does not know
+    ({"init_from": SCRATCH}, "aB3x", None),
+    ({"init_from": "mine.keras"}, "0123", "mine.keras"),
+    ({"capacity": 2}, "aB3x", None),  # a network of its own
+    ({"img_height": 32}, "aB3x", None),
+    ({"img_width": 200}, "aB3x", None),
+]
+
+
+@pytest.mark.parametrize("asked, charset, start", START_CASES)
+def test_a_run_starts_from_the_base_model_only_for_letters_it_knows(asked, charset, start):
+    assert starting_model(TrainingSettings(**asked), ModelSpec(charset, 48, 128, 4)) == start
+
+
+def test_default_training_on_letters_fine_tunes_the_base_model(tmp_path, capsys):
+    data = write_text_images(tmp_path / "letters", 40, seed=3, charset="abcd12")
+    model = tmp_path / "model.keras"
+    assert ocr_captcha.main(["--data-dir", str(data), "--model", str(model), "--epochs", "1", "--verbose", "0"]) == 0
+    assert "starting from the base model" in capsys.readouterr().out
+    assert json.loads(model.with_name("split.json").read_text())["init_from"] == str(BASE_MODEL)
+    assert open_reader(model).spec.charset == "12abcd"
 
 
 def test_a_missing_base_model_is_one_clear_line(monkeypatch, tmp_path, capsys):

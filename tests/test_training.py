@@ -258,7 +258,8 @@ def test_every_setting_that_changes_a_run_changes_its_backup_key(field, other, t
     spec = ModelSpec("0123456789", 48, 128, 4)
     first = TrainingSettings(data_dir=str(tmp_path / "data"))
     changed = dataclasses.replace(first, **{field: str(tmp_path / other) if field == "init_from" else other})
-    assert run_key(["a.png\t1234\t100"], first, spec) != run_key(["a.png\t1234\t100"], changed, spec)
+    assert (run_key(["a.png\t1234\t100"], first, spec, first.init_from)
+            != run_key(["a.png\t1234\t100"], changed, spec, changed.init_from))
 
 
 def test_a_new_start_model_under_the_same_path_is_a_new_run(tmp_path):
@@ -266,16 +267,16 @@ def test_a_new_start_model_under_the_same_path_is_a_new_run(tmp_path):
     start.write_bytes(b"one model")
     settings = TrainingSettings(init_from=str(start))
     spec = ModelSpec("0123456789", 48, 128, 4)
-    before = run_key([], settings, spec)
+    before = run_key([], settings, spec, str(start))
     start.write_bytes(b"another model, trained since")
-    assert run_key([], settings, spec) != before
+    assert run_key([], settings, spec, str(start)) != before
 
 
 def test_settings_that_only_change_output_keep_the_key():
     spec = ModelSpec("0123456789", 48, 128, 4)
     first = TrainingSettings()
     same = dataclasses.replace(first, model="other.keras", test_dir="tests", restart=True, verbose=0)
-    assert run_key([], first, spec) == run_key([], same, spec)
+    assert run_key([], first, spec, None) == run_key([], same, spec, None)
 
 
 def test_the_key_test_covers_every_setting_that_changes_a_run():

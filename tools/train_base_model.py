@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from captcha_reader.base import UserError  # noqa: E402 - the package sits beside tools/
-from captcha_reader.settings import TrainingSettings  # noqa: E402
+from captcha_reader.settings import SCRATCH, TrainingSettings  # noqa: E402
 
 INSTALLED = ROOT / "captcha_reader" / "base_model" / "base.keras"
 CHARSET = DIGITS + UPPER + LOWER
@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     diverse = args.count * 2 // 3
     data = args.work / "data"
     drawing = draw_mixture(data, diverse, args.count - diverse, args.seed)
-    settings = TrainingSettings(data_dir=str(data), model=str(args.work / "run.keras"), epochs=args.epochs,
-                                batch_size=64, patience=3, seed=args.seed, val_split=0.025, img_height=HEIGHT,
-                                img_width=WIDTH, augment=False, verbose=2)
+    settings = TrainingSettings(data_dir=str(data), model=str(args.work / "run.keras"), init_from=SCRATCH,
+                                epochs=args.epochs, batch_size=64, patience=3, seed=args.seed, val_split=0.025,
+                                img_height=HEIGHT, img_width=WIDTH, augment=False, verbose=2)
     started = time.monotonic()
     try:
         reader = training.train(settings)
