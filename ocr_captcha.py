@@ -111,7 +111,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")
     parser.add_argument("--init-from", metavar="MODEL",
                         help="fine-tune this saved model (base: the shipped base model; scratch: a new network)"
-                             " (default: the base model for data with letters, a new network for digits alone)")
+                             " (default: the base model when the labels use letters it knows and no other geometry"
+                             " or capacity is asked for; else a new network)")
     parser.add_argument("--epochs", type=int_at_least(1), default=None,
                         help=f"maximum number of epochs (default: {DEFAULT_EPOCHS}, or more for small datasets so "
                              f"that training sees at least {MIN_TRAINING_IMAGES:,} images)")

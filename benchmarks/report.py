@@ -87,9 +87,10 @@ def render_markdown(results: dict) -> str:
                   "| dataset | split | training + test time | epochs | test seq. acc. | test CER | misreads | "
                   "first epoch with val CER < 50% | first epoch with val seq. acc. > 50% | commit |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
-        splits = {"henan_uni_4digit": "80/20 by file, seed 0", "captcha_images_v2": "90/10, seed 0",
+        splits = {"henan_uni_4digit": "80/20 by file, seed 0", "captcha_images_v2": "90/10, seed 0; a new network (--init-from scratch)",
                   "simplecaptcha_6digit": "train/ vs test/", "small_data_300": "300 shipped images vs 1,000 fresh",
-                  "hard_2000": "2,000 generated (seed 21) vs 1,000 fresh", "hard-b_2000": "2,000 generated (seed 21) vs 1,000 fresh",
+                  "hard_2000": "2,000 generated (seed 21) vs 1,000 fresh; --init-from scratch",
+                  "hard-b_2000": "2,000 generated (seed 21) vs 1,000 fresh; --init-from scratch",
                   "simplecaptcha_6digit_base": "train/ vs test/, --init-from base", "quick": "smoke run",
                   **{f"captcha_images_v2_base_seed{seed}": f"90/10, seed 0; --init-from base --seed {seed}"
                      for seed in (1337, 1, 2)}}

@@ -279,7 +279,7 @@ def datasets_suite(args: argparse.Namespace, work: Path) -> dict:
 
     if "v2" in chosen:
         train, test = split_folders(shared / "captcha_images_v2", 0.9, work / "v2")
-        results["captcha_images_v2"] = train_cli(train, test, work / "v2")
+        results["captcha_images_v2"] = train_cli(train, test, work / "v2", "--init-from", "scratch")
         print("v2:", results["captcha_images_v2"], flush=True)
     if "plateau" in chosen:
         train, _ = split_folders(shared / "captcha_images_v2", 0.9, work / "v2")
@@ -299,9 +299,9 @@ def datasets_suite(args: argparse.Namespace, work: Path) -> dict:
         for style in HARD_STYLES:
             train = generate(work / f"{style}_train", 2000, HARD_TRAIN_SEED, "--style", style, tool="make_diverse_captchas.py")
             test = generate(work / f"{style}_test", 1000, TEST_SEED, "--style", style, tool="make_diverse_captchas.py")
-            results[f"{style}_2000"] = train_cli(train, test, work / style)
+            results[f"{style}_2000"] = train_cli(train, test, work / style, "--init-from", "scratch")
             print(f"{style}:", results[f"{style}_2000"], flush=True)
-    if "v2-base" in chosen:  # the small real sets again, fine-tuning the shipped base model
+    if "v2-base" in chosen:  # the small real sets again, fine-tuning the shipped base model (v2's default start)
         train, test = split_folders(shared / "captcha_images_v2", 0.9, work / "v2")
         for seed in BASE_SEEDS:
             results[f"captcha_images_v2_base_seed{seed}"] = train_cli(train, test, work / f"v2_base_{seed}",

@@ -13,7 +13,9 @@ from captcha_reader.images import ImageSource, image_sources, read_image
 # The shipped base model, which `--init-from base` and `--model base` name (tools/train_base_model.py makes it).
 BASE_MODEL_NAME = "base"
 BASE_MODEL = Path(__file__).resolve().parent / "base_model" / "base.keras"
-BASE_HEIGHT = 48  # the base model's input height and characters (tests/test_base_model.py checks both)
+# Its input height, capacity and characters (tests/test_base_model.py checks them against the file).
+BASE_HEIGHT = 48
+BASE_CAPACITY = 1
 BASE_CHARSET = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
 

@@ -52,7 +52,7 @@ from captcha_reader.model import (
     load_keras_reader,
     model_info,
 )
-from captcha_reader.reading import BASE_CHARSET, BASE_HEIGHT, BASE_MODEL, BASE_MODEL_NAME, existing_model, named_model
+from captcha_reader.reading import BASE_CAPACITY, BASE_CHARSET, BASE_HEIGHT, BASE_MODEL, existing_model
 from captcha_reader.settings import SCRATCH, TrainingPlan, TrainingSettings, plan_training
 from captcha_reader.tf_import import keras, tf
 from captcha_reader.verdict import judge_validation
@@ -80,11 +80,11 @@ class TrainingData(NamedTuple):
     fingerprint: list[str]  # identifies the data, for the backup folder's key
 
 
-def data_spec(settings: TrainingSettings) -> ModelSpec:
-    """The charset, label lengths and geometry the data asks for, before any model is chosen."""
-    if records.is_record_folder(settings.data_dir):
+def data_spec(settings: TrainingSettings, items: list[tuple[Path, str]] | None) -> ModelSpec:
+    """The charset, label lengths and geometry the data asks for: a folder's `items`, or shards' (None)."""
+    if items is None:
         return records.spec_for(records.read_meta(settings.data_dir), settings.img_height, settings.img_width)
-    return infer_spec(labelled_items(settings.data_dir), settings.img_height, settings.img_width)
+    return infer_spec(items, settings.img_height, settings.img_width)
 
 
 def starting_model(settings: TrainingSettings, found: ModelSpec) -> str | None:
@@ -96,18 +96,24 @@ def starting_model(settings: TrainingSettings, found: ModelSpec) -> str | None:
     """
     if settings.init_from is not None:
         return None if settings.init_from == SCRATCH else settings.init_from
-    own_network = settings.capacity or settings.img_width or settings.img_height != BASE_HEIGHT
     characters = set(found.charset)
-    if own_network or characters <= set(string.digits) or not characters <= set(BASE_CHARSET):
+    if characters <= set(string.digits):
+        return None
+    own_network = (settings.capacity not in (None, BASE_CAPACITY) or settings.img_width
+                   or settings.img_height != BASE_HEIGHT)
+    reason = ("it does not know every character of this data" if not characters <= set(BASE_CHARSET)
+              else "this run asks for its own geometry or capacity" if own_network
+              else f"it is not installed at {BASE_MODEL}" if not BASE_MODEL.is_file() else None)
+    if reason:
+        print(f"starting a new network, not the base model: {reason}")
         return None
     print(f"starting from the base model ({BASE_MODEL.name}): it knows every character of this data; "
           f"--init-from {SCRATCH} trains a new network")
-    return named_model(BASE_MODEL_NAME)
+    return str(BASE_MODEL)
 
 
-def folder_training_data(settings: TrainingSettings, spec: ModelSpec) -> TrainingData:
-    """A folder of labelled images, decoded into memory and split by a seeded permutation."""
-    items = labelled_items(settings.data_dir)
+def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: list[tuple[Path, str]]) -> TrainingData:
+    """A folder's labelled images (`items`), decoded into memory and split by a seeded permutation."""
     labels = [label for _, label in items]
     check_time_steps(labels, spec)
     print(f"{len(items)} images in {settings.data_dir}; charset {spec.charset!r} ({len(spec.charset)}), "
@@ -384,7 +390,7 @@ def check_run_paths(settings: TrainingSettings) -> None:
     outputs = [model_path, *(model_path.with_name(name) for name in RUN_OUTPUTS),
                model_path.with_name(model_path.stem + ".prev.keras")]
     for output in outputs:
-        check_output_file(output, "the run's output", {"--init-from": settings.init_from})
+        check_output_file(output, "the run's output", {"--init-from": settings.init_from, "the base model": BASE_MODEL})
     if settings.init_from not in (None, SCRATCH):
         existing_model(settings.init_from)
     if settings.test_dir:
@@ -395,14 +401,13 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     """Build or extend the model, fit it and (on the chief) save it with everything beside it."""
     keras.utils.set_random_seed(settings.seed)
     model_path = Path(settings.model)
-    found = data_spec(settings)
+    # A folder is listed once: the labelling page may add labels while this run starts.
+    items = None if records.is_record_folder(settings.data_dir) else labelled_items(settings.data_dir)
+    found = data_spec(settings, items)
     start = starting_model(settings, found)
     base = load_keras_reader(start).model if start else None
     spec = spec_for_data(found, model_info(base).spec if base is not None else None, settings.capacity)
-    if records.is_record_folder(settings.data_dir):
-        data = shard_training_data(settings, spec)
-    else:
-        data = folder_training_data(settings, spec)
+    data = shard_training_data(settings, spec) if items is None else folder_training_data(settings, spec, items)
     with strategy.scope():
         model = build_model(data.spec) if base is None else extend_model(base, data.spec)
     print(f"training on {data.n_train} images, validating on {len(data.val_labels)} (seed {settings.seed}); "

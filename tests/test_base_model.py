@@ -8,7 +8,7 @@ from helpers import fonts_missing, one_error_line, write_text_images
 
 import ocr_captcha
 import predict_example
-from captcha_reader import reading
+from captcha_reader import reading, training
 from captcha_reader.base import ModelLoadError, ModelSpec
 from captcha_reader.decoding import TextFormat
 from captcha_reader.labels import label_from_filename, list_images
@@ -63,6 +63,7 @@ START_CASES = [
     ({"init_from": SCRATCH}, "aB3x", None),
     ({"init_from": "mine.keras"}, "0123", "mine.keras"),
     ({"capacity": 2}, "aB3x", None),  # a network of its own
+    ({"capacity": 1}, "aB3x", str(BASE_MODEL)),  # the base model's own capacity
     ({"img_height": 32}, "aB3x", None),
     ({"img_width": 200}, "aB3x", None),
 ]
@@ -73,13 +74,33 @@ def test_a_run_starts_from_the_base_model_only_for_letters_it_knows(asked, chars
     assert starting_model(TrainingSettings(**asked), ModelSpec(charset, 48, 128, 4)) == start
 
 
-def test_default_training_on_letters_fine_tunes_the_base_model(tmp_path, capsys):
-    data = write_text_images(tmp_path / "letters", 40, seed=3, charset="abcd12")
+@pytest.fixture(scope="module")
+def letter_data(tmp_path_factory):
+    """A small folder whose labels use letters and digits."""
+    return write_text_images(tmp_path_factory.mktemp("letters") / "data", 40, seed=3, charset="abcd12")
+
+
+@pytest.mark.parametrize("asked, start", [([], str(BASE_MODEL)), (["--init-from", "scratch"], None)])
+def test_training_on_letters_starts_from_the_base_model_unless_told(letter_data, tmp_path, capsys, asked, start):
     model = tmp_path / "model.keras"
-    assert ocr_captcha.main(["--data-dir", str(data), "--model", str(model), "--epochs", "1", "--verbose", "0"]) == 0
-    assert "starting from the base model" in capsys.readouterr().out
-    assert json.loads(model.with_name("split.json").read_text())["init_from"] == str(BASE_MODEL)
+    assert ocr_captcha.main(["--data-dir", str(letter_data), "--model", str(model), "--epochs", "1",
+                             "--verbose", "0", *asked]) == 0
+    assert ("starting from the base model" in capsys.readouterr().out) == (start is not None)
+    assert json.loads(model.with_name("split.json").read_text())["init_from"] == start
     assert open_reader(model).spec.charset == "12abcd"
+
+
+def test_without_the_base_model_letters_start_a_new_network(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(training, "BASE_MODEL", tmp_path / "base.keras")
+    assert starting_model(TrainingSettings(), ModelSpec("aB3x", 48, 128, 4)) is None
+    assert "starting a new network, not the base model: it is not installed" in capsys.readouterr().out
+
+
+def test_a_run_never_writes_over_the_base_model(letter_data, capsys):
+    installed = BASE_MODEL.read_bytes()
+    assert ocr_captcha.main(["--data-dir", str(letter_data), "--model", str(BASE_MODEL), "--epochs", "1"]) == 1
+    assert "would overwrite the base model" in one_error_line(capsys)
+    assert BASE_MODEL.read_bytes() == installed
 
 
 def test_a_missing_base_model_is_one_clear_line(monkeypatch, tmp_path, capsys):
