@@ -70,7 +70,8 @@ def train(folder: Path, model: Path, init_from: Path | None, labelled: int, epoc
     """Run the page's training command; returns its wall time in seconds."""
     started = time.perf_counter()
     command = training_command(folder, model, init_from, labelled, epochs)
-    command += [] if init_from else ["--init-from", SCRATCH]  # the arms without a model start from nothing
+    if init_from is None:  # the arms without a model start from nothing, even where training would pick the base
+        command += ["--init-from", SCRATCH]
     done = subprocess.run(command, cwd=package_root(), capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"training failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")

@@ -19,6 +19,7 @@ import io
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -260,6 +261,18 @@ def fine_tune_epochs(labelled: int) -> int:
     return max(MIN_FINE_TUNE_EPOCHS, math.ceil(FINE_TUNE_IMAGES / max(1, labelled)))
 
 
+def fine_tuning_start(model: Path, init_from: Path) -> Path:
+    """The file a run fine-tunes: `init_from`, or a copy of it when it is the model the run writes.
+
+    Training never writes over its own start; the page retrains its model in place, so it starts from a copy.
+    """
+    if init_from.resolve() != model.resolve() or not model.is_file():
+        return init_from
+    start = model.with_name(model.stem + ".start.keras")
+    shutil.copy2(model, start)
+    return start
+
+
 def training_command(folder: Path, model: Path, init_from: Path | None, labelled: int,
                      epochs: int | None = None) -> list[str]:
     """The command that trains `model` on the folder's labelled images (fine-tuning `init_from` if given).
@@ -268,7 +281,7 @@ def training_command(folder: Path, model: Path, init_from: Path | None, labelled
     """
     command = [*TRAINING_MODULE, "train", str(folder.resolve()), str(model.resolve())]
     if init_from is not None:
-        command += ["--init-from", str(init_from.resolve())]
+        command += ["--init-from", str(fine_tuning_start(model, init_from).resolve())]
         epochs = epochs or fine_tune_epochs(labelled)
     return command + (["--epochs", str(epochs)] if epochs else [])
 

@@ -3,6 +3,8 @@
 import json
 import threading
 
+from pathlib import Path
+
 import pytest
 
 from captcha_reader.label_loop import (
@@ -136,6 +138,14 @@ def test_training_command_fine_tunes_with_fewer_epochs(tmp_path):
     tune = training_command(tmp_path, tmp_path / "m.keras", tmp_path / "m.keras", 400)
     assert tune[tune.index("--epochs") + 1] == str(fine_tune_epochs(400))
     assert fine_tune_epochs(100) > fine_tune_epochs(1000) >= 5
+
+
+def test_retraining_the_model_in_place_fine_tunes_a_copy_of_it(tmp_path):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"the model as it is")
+    command = training_command(tmp_path, model, model, 200)
+    start = Path(command[command.index("--init-from") + 1])
+    assert start != model.resolve() and start.read_bytes() == b"the model as it is"
 
 
 def test_suggest_reads_in_batches_and_skips_unreadable_files(reader, tiny_data, tmp_path):

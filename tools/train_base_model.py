@@ -24,18 +24,19 @@ from pathlib import Path
 
 from captcha.image import ImageCaptcha
 from make_captchas import file_names, render
-from make_diverse_captchas import BASE_FONTS, DIGITS, LOWER, STYLES, UPPER, font_path
+from make_diverse_captchas import BASE_FONTS, DIGITS, STYLES, font_path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from captcha_reader.base import UserError  # noqa: E402 - the package sits beside tools/
+from captcha_reader.reading import BASE_CHARSET, BASE_HEIGHT, BASE_MODEL  # noqa: E402
 from captcha_reader.settings import SCRATCH, TrainingSettings  # noqa: E402
 
-INSTALLED = ROOT / "captcha_reader" / "base_model" / "base.keras"
-CHARSET = DIGITS + UPPER + LOWER
+INSTALLED = BASE_MODEL
+CHARSET = BASE_CHARSET  # the characters and height the package expects of its base model
 LENGTHS = (3, 8)
-HEIGHT, WIDTH = 48, 160
+HEIGHT, WIDTH = BASE_HEIGHT, 160
 CHUNK = 500
 
 
