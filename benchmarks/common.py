@@ -43,7 +43,9 @@ def save_results(path: Path, results: dict) -> None:
 def measure_inference(reader: BaseReader, test_files: list[Path]) -> dict:
     """Batched images/s (batch 256, preprocessing included, file reading excluded) and warm single-image latency."""
     blobs = [p.read_bytes() for p in test_files]
-    reader.read(blobs[:256])  # warm up: trace the predict function
+    reader.read(blobs[:256])  # warm up: trace the predict function for full batches
+    if len(blobs) % 256:
+        reader.read(blobs[:len(blobs) % 256])  # and for the last, shorter one (a new shape is a new trace)
     started = time.perf_counter()
     for i in range(0, len(blobs), 256):
         reader.read(blobs[i:i + 256])

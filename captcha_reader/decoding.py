@@ -142,18 +142,31 @@ def best_allowed_paths(log_probs: np.ndarray, classes: np.ndarray, min_length: i
     return local[paths]
 
 
+def run_starts(paths: np.ndarray) -> np.ndarray:
+    """(batch, time) booleans: True where a CTC path starts a run of one class."""
+    starts = np.ones_like(paths, dtype=bool)
+    starts[:, 1:] = paths[:, 1:] != paths[:, :-1]
+    return starts
+
+
+def allowed_paths(paths: np.ndarray, classes: np.ndarray, min_length: int, max_length: int) -> np.ndarray:
+    """(batch,) booleans: True where a path's text uses only `classes` and has min..max characters."""
+    lengths = (run_starts(paths) & (paths != BLANK_INDEX)).sum(axis=1)
+    known = (np.isin(paths, classes) | (paths == BLANK_INDEX)).all(axis=1)
+    return known & (lengths >= min_length) & (lengths <= max_length)
+
+
 def readings_from_paths(probabilities: np.ndarray, paths: np.ndarray, charset: str) -> list[Reading]:
     """Collapse (batch, time) CTC paths into readings with the path's and each character's probability."""
     if len(paths) == 0:
         return []
     on_path = np.take_along_axis(probabilities, paths[..., None], -1)[..., 0].astype(np.float64)
     confidence = np.exp(np.log(np.maximum(on_path, 1e-30)).sum(axis=-1))
-    starts = np.ones_like(paths, dtype=bool)
-    starts[:, 1:] = paths[:, 1:] != paths[:, :-1]
+    starts = run_starts(paths)
     keep = starts & (paths != BLANK_INDEX)  # the first step of each character's run
     # The best step of every run of one class, then of the characters' runs only, split by row.
-    run_starts = np.flatnonzero(starts.ravel())
-    run_best = np.maximum.reduceat(on_path.ravel(), run_starts)[paths.ravel()[run_starts] != BLANK_INDEX]
+    first_steps = np.flatnonzero(starts.ravel())
+    run_best = np.maximum.reduceat(on_path.ravel(), first_steps)[paths.ravel()[first_steps] != BLANK_INDEX]
     per_row = np.split(run_best, np.cumsum(keep.sum(axis=1))[:-1])
     return [
         Reading(decode_indices(row[mask], charset), float(min(1.0, conf)), tuple(float(c) for c in chars))
@@ -179,7 +192,11 @@ def format_decode(logits: np.ndarray, charset: str, text_format: TextFormat) -> 
         return []
     log_probs = log_softmax(logits.astype(np.float64))
     classes = np.array([charset.index(c) + 1 for c in text_format.charset])
-    paths = best_allowed_paths(log_probs, classes, *text_format.lengths)
+    # The best path of all is the best allowed one whenever it is allowed: most rows skip the Viterbi.
+    paths = greedy_paths(log_probs)
+    outside = ~allowed_paths(paths, classes, *text_format.lengths)
+    if outside.any():
+        paths[outside] = best_allowed_paths(log_probs[outside], classes, *text_format.lengths)
     return readings_from_paths(np.exp(log_probs), paths, charset)
 
 

@@ -12,6 +12,7 @@ from captcha_reader.decoding import (
     best_allowed_paths,
     character_errors,
     decode,
+    format_decode,
     greedy_decode,
     log_softmax,
     parse_lengths,
@@ -69,6 +70,22 @@ def test_exact_best_path_matches_brute_force_on_tiny_cases():
         assert log_probs[0, np.arange(steps), path].sum() == pytest.approx(best)
         checked += 1
     assert checked > 30
+
+
+def test_format_decode_reads_the_best_allowed_path_of_every_row():
+    # Rows whose best path is already allowed skip the Viterbi; the readings must not change.
+    rng = np.random.default_rng(11)
+    charset, classes, lengths = "abcde", np.array([1, 2, 3]), (2, 3)
+    logits = rng.normal(size=(400, 8, 6)) * 2
+    logits[:200, :, 4:] -= 6  # half the rows rarely want the excluded characters d and e
+    logits[:200, :, 0] += 2  # and emit the blank more often: fewer characters
+    paths = best_allowed_paths(log_softmax(logits), classes, *lengths)
+    expected = [collapse(path) for path in paths]
+    readings = format_decode(logits, charset, TextFormat("abc", lengths))
+    assert [[charset.index(c) + 1 for c in r.text] for r in readings] == expected
+    greedy = [r.text for r in greedy_decode(softmax(logits), charset)]
+    allowed = sum(set(text) <= set("abc") and 2 <= len(text) <= 3 for text in greedy)
+    assert 50 < allowed < 350  # both kinds of row were read
 
 
 def test_repeated_characters_need_a_blank_between_them():
