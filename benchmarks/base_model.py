@@ -130,17 +130,18 @@ def few_shot(tests: dict[str, Path], work: Path, sizes: tuple[int, ...]) -> dict
 
 
 def speed(test: Path) -> dict:
-    """Batched images/s of the base model and of today's default network (shipped geometry), same run."""
+    """Batched images/s and latency of the base model and today's default network: medians of 5 alternating rounds."""
     from captcha_reader.model import KerasReader, build_model
 
     files = list_images(test)
     readers = {"default network 48x128": KerasReader(build_model(ModelSpec("0123456789", 48, 128, 4, 4))),
                "base model 48x160": open_reader(BASE_MODEL)}
-    speeds: dict[str, list[float]] = {name: [] for name in readers}
+    speeds: dict[str, list[dict]] = {name: [] for name in readers}
     for _ in range(5):  # alternate, so that both see the same machine load
         for name, reader in readers.items():
-            speeds[name].append(measure_inference(reader, files)["images_per_s"])
-    rows = {name: {"images_per_s": statistics.median(values)} for name, values in speeds.items()}
+            speeds[name].append(measure_inference(reader, files))
+    rows = {name: {key: statistics.median(run[key] for run in runs) for key in ("images_per_s", "latency_ms")}
+            for name, runs in speeds.items()}
     rows["base / default images per s"] = round(rows["base model 48x160"]["images_per_s"]
                                                 / rows["default network 48x128"]["images_per_s"], 3)
     return rows

@@ -149,7 +149,7 @@ def run_starts(paths: np.ndarray) -> np.ndarray:
     return starts
 
 
-def allowed_paths(paths: np.ndarray, classes: np.ndarray, min_length: int, max_length: int) -> np.ndarray:
+def follows_format(paths: np.ndarray, classes: np.ndarray, min_length: int, max_length: int) -> np.ndarray:
     """(batch,) booleans: True where a path's text uses only `classes` and has min..max characters."""
     lengths = (run_starts(paths) & (paths != BLANK_INDEX)).sum(axis=1)
     known = (np.isin(paths, classes) | (paths == BLANK_INDEX)).all(axis=1)
@@ -192,9 +192,10 @@ def format_decode(logits: np.ndarray, charset: str, text_format: TextFormat) -> 
         return []
     log_probs = log_softmax(logits.astype(np.float64))
     classes = np.array([charset.index(c) + 1 for c in text_format.charset])
-    # The best path of all is the best allowed one whenever it is allowed: most rows skip the Viterbi.
+    # The best path of all is the best allowed one whenever it is allowed (up to exact ties): most rows
+    # skip the Viterbi.
     paths = greedy_paths(log_probs)
-    outside = ~allowed_paths(paths, classes, *text_format.lengths)
+    outside = ~follows_format(paths, classes, *text_format.lengths)
     if outside.any():
         paths[outside] = best_allowed_paths(log_probs[outside], classes, *text_format.lengths)
     return readings_from_paths(np.exp(log_probs), paths, charset)
