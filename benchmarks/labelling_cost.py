@@ -50,6 +50,8 @@ FAMILIES = {
     "digits56": ("make_captchas.py", ["--length", "5-6", "--width", "200", "--height", "64"]),
     # A style the base model never saw (fonts, grids, hollow glyphs, circles, salt and pepper).
     "letters-a": ("make_diverse_captchas.py", ["--style", "heldout-a", "--length", "5-6", "--charset", LETTERS]),
+    # A plainer style the base model never saw either (other fonts, thin sine curves): a site's own captcha.
+    "letters-plain": ("make_diverse_captchas.py", ["--style", "heldout-plain", "--length", "5-6", "--charset", LETTERS]),
 }
 
 

@@ -45,9 +45,10 @@ def test_length_and_charset_override(tmp_path):
 def test_styles_differ_and_held_out_fonts_are_not_in_base():
     styles = make_diverse_captchas.STYLES
     assert len({style.render for style in styles.values()}) == len(styles)
-    for held_out in ("heldout-a", "heldout-b"):
-        assert not set(styles[held_out].fonts) & set(styles["base"].fonts)
-    assert not set(styles["heldout-a"].fonts) & set(styles["heldout-b"].fonts)
+    held_out = ("heldout-a", "heldout-b", "heldout-plain")
+    for name in held_out:
+        assert not set(styles[name].fonts) & set(styles["base"].fonts)
+    assert len({font for name in held_out for font in styles[name].fonts}) == sum(len(styles[n].fonts) for n in held_out)
 
 
 def test_same_label_looks_different_in_each_style(tmp_path):

@@ -14,6 +14,9 @@ Styles (presets):
   heldout-b  fonts and effects that base never shows: URW base35 (Nimbus, C059, Bookman, Gothic),
              Go and Cantarell; banded or blotched backgrounds, light text on dark ones, drop
              shadows, a thick wavy strike-through in the text colour, a shear, pixelation.
+  heldout-plain  a plain style that base never shows, like many a site's own captcha: Carlito
+             and Linux Libertine/Biolinum, one dark colour on a pale background, rotation up to 12
+             degrees, no overlap, thin sine curves across the image.
   hard       the base effects at their strongest on small 60x25 images: confusable A-Z and 0-9
              (O/0, I/1, S/5, B/8, Z/2), 4 or 5 characters, 35-degree rotations, strong warps.
   hard-b     the held-out hard family (kept out of every recipe decision): case-sensitive, A-Z, 0-9
@@ -24,7 +27,8 @@ Image i depends only on (seed, i), as with tools/make_captchas.py, so a larger -
 extends a set. Only Pillow and NumPy draw. The fonts come from Debian packages (install
 them with `apt-get install -y` and the package names in FONT_PACKAGES); they are read at
 generation time and never copied. Licences: DejaVu (Bitstream Vera licence), Liberation 2,
-Noto, Comic Neue, Courier Prime, Quicksand, Lato, Cantarell (SIL OFL 1.1), FreeFont (GPL-3+
+Noto, Comic Neue, Courier Prime, Quicksand, Lato, Cantarell, Carlito (SIL OFL 1.1), Linux
+Libertine and Biolinum (GPL with the font exception, and SIL OFL), FreeFont (GPL-3+
 with the font exception), URW base35 (AGPL-3 with the font exception), Go (BSD-3-Clause).
 """
 
@@ -53,6 +57,7 @@ FONT_PACKAGES = {
     "Noto": "fonts-noto-core", "ComicNeue": "fonts-comic-neue", "Quicksand": "fonts-quicksand",
     "Courier Prime": "fonts-courier-prime", "Lato": "fonts-lato", "Nimbus": "fonts-urw-base35",
     "C059": "fonts-urw-base35", "URW": "fonts-urw-base35", "Go-": "fonts-go", "Cantarell": "fonts-cantarell",
+    "Carlito": "fonts-crosextra-carlito", "LinBiolinum": "fonts-linuxlibertine", "LinLibertine": "fonts-linuxlibertine",
 }
 BASE_FONTS = (
     "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSansMono-Bold.ttf",
@@ -66,6 +71,7 @@ HELDOUT_A_FONTS = ("ComicNeue-Regular.otf", "ComicNeue-Bold.otf", "Quicksand-Bol
 HELDOUT_B_FONTS = ("NimbusSans-Bold.otf", "NimbusRoman-Bold.otf", "C059-Bold.otf", "URWBookman-Demi.otf",
                    "URWGothic-Demi.otf", "NimbusSansNarrow-Bold.otf", "Go-Bold.ttf", "Go-Mono-Bold.ttf",
                    "Cantarell-Bold.otf")
+HELDOUT_PLAIN_FONTS = ("Carlito-Bold.ttf", "Carlito-BoldItalic.ttf", "LinBiolinum_RB.otf", "LinLibertine_RB.otf")
 HARD_B_FONTS = ("NotoSerif-Bold.ttf", "FreeSerifBold.ttf", "LiberationMono-Bold.ttf", "NotoSansDisplay-Bold.ttf",
                 "DejaVuSerif-Bold.ttf")
 HARD_FONTS = ("DejaVuSans-Bold.ttf", "LiberationSans-Bold.ttf", "FreeSansBold.ttf", "NotoSans-Bold.ttf",
@@ -300,6 +306,16 @@ def draw_strike(image: Image.Image, box: tuple[int, int, int, int], colour: Colo
     ImageDraw.Draw(image).line(points, fill=colour, width=max(2, image.height // 18), joint="curve")
 
 
+def draw_sine_curves(image: Image.Image, count: int, colours: list[Colour], rng: random.Random) -> None:
+    """Thin sine curves from edge to edge (held-out plain)."""
+    draw = ImageDraw.Draw(image)
+    for _ in range(count):
+        middle, amplitude = rng.uniform(0.2, 0.8) * image.height, rng.uniform(0.05, 0.25) * image.height
+        period, phase = rng.uniform(0.4, 1.2) * image.width, rng.uniform(0, 2 * math.pi)
+        points = [(x, middle + amplitude * math.sin(phase + 2 * math.pi * x / period)) for x in range(0, image.width + 2, 2)]
+        draw.line(points, fill=rng.choice(colours), width=1)
+
+
 def salt_and_pepper(image: Image.Image, fraction: float, rng: random.Random) -> Image.Image:
     """Single black and white pixels over a fraction of the image (held-out A)."""
     pixels = np.array(image)
@@ -419,6 +435,17 @@ def render_heldout_b(label: str, rng: random.Random) -> Image.Image:
     return pixelate(image, rng.uniform(1.0, 2.2)) if rng.random() < 0.6 else image
 
 
+def render_heldout_plain(label: str, rng: random.Random) -> Image.Image:
+    """Held-out plain style: other fonts, one dark colour on a pale background, mild rotation, thin sine curves."""
+    size = image_size(label, (40, 70), rng)
+    image = flat_background(size, rng)
+    colours = [dark_colour(rng)]
+    style = GlyphStyle(HELDOUT_PLAIN_FONTS, round(size[1] * rng.uniform(0.55, 0.75)), 12, rng.uniform(0.9, 1.1))
+    place_text(image, text_layer(label, style, colours, rng), rng)
+    draw_sine_curves(image, rng.randint(2, 4), colours + [dark_colour(rng)], rng)
+    return image
+
+
 def render_hard(label: str, rng: random.Random) -> Image.Image:
     """The hard family: small images, confusable characters, 35-degree rotations, strong warps."""
     size = (rng.randint(56, 64), rng.randint(23, 27))
@@ -460,6 +487,7 @@ STYLES = {
     "base": Style(render_base, DIGITS + UPPER + LOWER, (3, 8), BASE_FONTS),
     "heldout-a": Style(render_heldout_a, DIGITS + UPPER + LOWER, (4, 7), HELDOUT_A_FONTS),
     "heldout-b": Style(render_heldout_b, DIGITS + UPPER + LOWER, (4, 7), HELDOUT_B_FONTS),
+    "heldout-plain": Style(render_heldout_plain, DIGITS + UPPER + LOWER, (4, 7), HELDOUT_PLAIN_FONTS),
     "hard": Style(render_hard, UPPER + DIGITS, (4, 5), HARD_FONTS),
     "hard-b": Style(render_hard_b, UPPER + DIGITS + "abdefghnqrt", (4, 5), HARD_B_FONTS),
 }
