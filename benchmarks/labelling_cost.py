@@ -6,10 +6,12 @@
         --out benchmarks/results/labelling_cost_base.json      # starting from a model of another family
 
 A simulated person labels a generated pool whose true labels hide behind opaque file names,
-through the page's own functions (LabelStore, suggest, order_queue, training_command):
-a right suggestion is accepted (1 keystroke, 1.5 s), a wrong one or none is typed
-(its length + 1 keystrokes, 4 s). The model retrains after 100, 200, 400, 800, ... labels,
-fine-tuning the last model, until it reads at least 99% of 1,000 fresh images of the family.
+through the page's own functions (LabelStore, suggest, labels_format, order_queue, training_command):
+a right suggestion is accepted (1 keystroke, 1.5 s), a wrong one or none is typed (its length
++ 1 keystrokes, 4 s). As on the page, suggestions take the format of the labels so far, and
+the waiting images are read again and reordered when that format changes. The model retrains
+after 100, 200, 400, 800, ... labels, fine-tuning the last model, until it reads at least 99% of
+1,000 fresh images of the family.
 Hand labelling types every label and trains from scratch; it is measured at the doubling
 sizes around the assisted count until 99%, then counted to the smallest size that reached it.
 Writes benchmarks/results/labelling_cost.json and prints a table.
@@ -23,12 +25,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from common import ROOT, TEST_SEED, current_commit, generate, refuse_committed_output
 
-from captcha_reader.decoding import score
+from captcha_reader.base import ModelSpec
+from captcha_reader.decoding import TextFormat, score
 from captcha_reader.label_loop import (
     LabelStore,
+    labels_format,
     onnx_for,
     order_queue,
     package_root,
@@ -96,13 +101,22 @@ def checkpoints(first: int, limit: int):
     yield limit
 
 
-def read_suggestions(model: Path, store: LabelStore, work: Path) -> dict:
-    """The page's suggestions for the waiting images (through the page's ONNX export)."""
+class PageSuggestions(NamedTuple):
+    """The page's suggestions for the waiting images, and the model and labels' format they were read with."""
+
+    by_name: dict
+    spec: ModelSpec
+    text_format: TextFormat | None
+
+
+def read_suggestions(model: Path, store: LabelStore, work: Path) -> PageSuggestions:
+    """Read the waiting images as the page does: through its ONNX export, in the format of the labels so far."""
     reader = open_reader(onnx_for(model, work))
-    suggestions: dict = {}
-    for batch in suggest(reader, [store.folder / name for name in store.waiting()]):
-        suggestions.update(batch)
-    return suggestions
+    text_format = labels_format(store.labels(), reader.spec)
+    by_name: dict = {}
+    for batch in suggest(reader, [store.folder / name for name in store.waiting()], text_format):
+        by_name.update(batch)
+    return PageSuggestions(by_name, reader.spec, text_format)
 
 
 def assisted(pool: Path, truth: dict[str, str], test_dir: Path, work: Path, order: str, first: int,
@@ -113,25 +127,34 @@ def assisted(pool: Path, truth: dict[str, str], test_dir: Path, work: Path, orde
     model, previous = work / "assisted" / "model.keras", base
     model.parent.mkdir(parents=True)
     started = time.perf_counter()
-    suggestions = read_suggestions(base, store, model.parent) if base else {}
-    typed = keystrokes = 0
+    suggestions = read_suggestions(base, store, model.parent) if base else None
+    typed = keystrokes = labelled = 0
     human, machine = 0.0, time.perf_counter() - started
     rounds = []
     for target in checkpoints(first, len(truth)):
-        queue = order_queue(store.waiting(), suggestions, order)
-        for name in queue[:target - len(store.labelled())]:
-            right = suggestions.get(name) is not None and suggestions[name].text == truth[name]
+        queue = order_queue(store.waiting(), suggestions.by_name if suggestions else {}, order)
+        while labelled < target:
+            name = queue.pop(0)
+            suggestion = suggestions.by_name.get(name) if suggestions else None
+            right = suggestion is not None and suggestion.text == truth[name]
             typed += not right
             keystrokes += 1 if right else len(truth[name]) + 1
             human += ACCEPT_SECONDS if right else TYPE_SECONDS
             store.answer(name, truth[name])
-        machine += train(pool, model, previous, len(store.labelled()), epochs)
+            labelled += 1
+            if suggestions and labels_format(store.labels(), suggestions.spec) != suggestions.text_format:
+                # As on the page: the labels' format changed, so the waiting images are read again and reordered.
+                started = time.perf_counter()
+                suggestions = read_suggestions(previous, store, model.parent)
+                machine += time.perf_counter() - started
+                queue = order_queue(store.waiting(), suggestions.by_name, order)
+        machine += train(pool, model, previous, labelled, epochs)
         previous = model
         started = time.perf_counter()
         accuracy = test_accuracy(model, test_dir)
         suggestions = read_suggestions(model, store, model.parent)
         machine += time.perf_counter() - started
-        rounds.append({"labelled": len(store.labelled()), "typed": typed, "keystrokes": keystrokes,
+        rounds.append({"labelled": labelled, "typed": typed, "keystrokes": keystrokes,
                        "human_s": round(human, 1), "machine_s": round(machine, 1), "test_acc": accuracy})
         print(f"  assisted: {rounds[-1]}", flush=True)
         if accuracy >= TARGET:

@@ -26,7 +26,8 @@ import threading
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-from captcha_reader.base import DatasetError, ImageReadError, ModelLoadError, UserError
+from captcha_reader.base import DatasetError, ImageReadError, ModelLoadError, ModelSpec, TextFormatError, UserError
+from captcha_reader.decoding import TextFormat, resolve_format
 from captcha_reader.files import append_durably
 from captcha_reader.labels import (
     CSV_HEADER,
@@ -48,6 +49,10 @@ SUGGESTION_BATCH = 64
 FINE_TUNE_IMAGES = 24_000
 MIN_FINE_TUNE_EPOCHS = 5
 MAX_LABEL_LENGTH = 64
+# From this many labels on, suggestions take their format (lengths, kinds of character): a model trained
+# on other captchas, such as the base model, then reads only what this folder's captchas can be.
+FORMAT_MIN_LABELS = 20
+KIND_NAMES = {"digit": "digits", "upper": "upper case", "lower": "lower case", "other": "other characters"}
 TRAINING_MODULE = (sys.executable, "-u", "-m", "captcha_reader.label_training")
 # The suggestions' thread and the server's /read both ask for a model's ONNX export: one export, not two.
 EXPORT_LOCK = threading.Lock()
@@ -146,6 +151,10 @@ class LabelStore:
         """Images that have a label (from labels.csv or their file name): what training uses."""
         return [name for name in self.names if self.state(name).label]
 
+    def labels(self) -> list[str]:
+        """The labels of the labelled images."""
+        return [self.state(name).label for name in self.labelled()]
+
     def counts(self) -> dict:
         """How many images there are, labelled, unreadable and waiting."""
         unreadable = sum(self.state(name).note == NOTE_UNREADABLE for name in self.names)
@@ -158,11 +167,43 @@ class LabelStore:
 # ---------------------------------------------------------------------------
 
 
-def suggest(reader: BaseReader, paths: Sequence[Path], batch_size: int = SUGGESTION_BATCH):
-    """Yield {file name: Suggestion} for `paths`, one batch at a time; unreadable images get none."""
+def character_kind(char: str) -> str:
+    """The kind of a character, as captcha formats choose them: digit, lower, upper or other."""
+    if char.isdigit():
+        return "digit"
+    return "lower" if char.islower() else "upper" if char.isupper() else "other"
+
+
+def labels_format(labels: Sequence[str], spec: ModelSpec) -> TextFormat | None:
+    """The format the labels show, for the model's suggestions: their lengths, and the model's characters of their kinds.
+
+    None (the model's own format) below FORMAT_MIN_LABELS labels or when the model cannot read that format.
+    """
+    if len(labels) < FORMAT_MIN_LABELS:
+        return None
+    kinds = {character_kind(char) for label in labels for char in label}
+    charset = "".join(char for char in spec.charset if character_kind(char) in kinds)
+    text_format = TextFormat(charset, (min(map(len, labels)), max(map(len, labels))))
+    try:
+        resolve_format(spec, text_format)
+    except TextFormatError:  # no character of those kinds, or labels longer than the model's time steps allow
+        return None
+    return text_format
+
+
+def describe_format(text_format: TextFormat) -> str:
+    """A format in words for the page, such as `5-6 characters: digits, lower case`."""
+    low, high = text_format.lengths
+    kinds = dict.fromkeys(KIND_NAMES[character_kind(char)] for char in text_format.charset)
+    return f"{low if low == high else f'{low}-{high}'} characters: {', '.join(kinds)}"
+
+
+def suggest(reader: BaseReader, paths: Sequence[Path], text_format: TextFormat | None = None,
+            batch_size: int = SUGGESTION_BATCH):
+    """Yield {file name: Suggestion} for `paths` in `text_format`, one batch at a time; unreadable images get none."""
     for start in range(0, len(paths), batch_size):
         batch = list(paths[start:start + batch_size])
-        readings = reader.read_each(batch)
+        readings = reader.read_each(batch, text_format)
         yield {path.name: Suggestion(r.text, r.confidence) for path, r in zip(batch, readings)
                if not isinstance(r, ImageReadError)}
 

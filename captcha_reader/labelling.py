@@ -21,7 +21,8 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from captcha_reader import service
-from captcha_reader.base import UserError
+from captcha_reader.base import ModelSpec, UserError
+from captcha_reader.decoding import TextFormat
 from captcha_reader.label_loop import (
     ORDERS,
     WORK_DIR,
@@ -30,6 +31,8 @@ from captcha_reader.label_loop import (
     ReviewItem,
     Suggestion,
     TrainingProgress,
+    describe_format,
+    labels_format,
     onnx_for,
     open_reviews,
     order_queue,
@@ -68,6 +71,8 @@ class Suggester:
         self.status = "no model"
         self.done = self.total = 0
         self.generation = 0  # changes whenever new suggestions arrive: the page then refreshes its queue
+        self.spec: ModelSpec | None = None  # of the model being read with, once it is loaded
+        self.text_format: TextFormat | None = None  # the labels' format the suggestions follow (None: the model's)
         self._lock = threading.Lock()
         self._token: object | None = None  # the reading in progress; a newer one replaces it
 
@@ -86,10 +91,13 @@ class Suggester:
         except UserError as error:
             self.status = f"cannot read suggestions: {error}"
             return
+        text_format = labels_format(self.store.labels(), reader.spec)
+        with self._lock:
+            self.spec, self.text_format = reader.spec, text_format
         names = self.store.waiting()
         self.total, self.status = len(names), "reading"
         try:
-            for batch in suggest(reader, [self.store.folder / name for name in names]):
+            for batch in suggest(reader, [self.store.folder / name for name in names], text_format):
                 if self._token is not token:
                     return
                 with self._lock:
@@ -101,10 +109,18 @@ class Suggester:
             return
         self.status = "ready"
 
+    def follow_labels(self) -> None:
+        """Read again when the labels' format is no longer the one the suggestions follow."""
+        spec = self.spec
+        if spec is not None and self.model is not None and labels_format(self.store.labels(), spec) != self.text_format:
+            self.start(self.model)
+
     def info(self) -> dict:
-        """Model, status and progress for the page."""
+        """Model, status, progress and the format the suggestions follow, for the page."""
+        text_format = self.text_format
         return {"model": str(self.model) if self.model else None, "status": self.status, "done": self.done,
-                "total": self.total, "generation": self.generation}
+                "total": self.total, "generation": self.generation,
+                "format": describe_format(text_format) if text_format else None}
 
 
 class Trainer:
@@ -259,6 +275,7 @@ def make_router(session: LabellingSession) -> APIRouter:
             row = session.store.answer(answer.name, answer.label, answer.note)
         except UserError as error:
             raise HTTPException(400, str(error)) from None
+        session.suggester.follow_labels()
         return {"saved": row._asdict(), "counts": session.store.counts()}
 
     @router.post("/api/train")

@@ -6,12 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from captcha_reader.base import ModelSpec
+from captcha_reader.decoding import TextFormat
 from captcha_reader.label_loop import (
+    FORMAT_MIN_LABELS,
     BadAnswer,
     LabelStore,
     Suggestion,
     TrainingProgress,
+    describe_format,
     fine_tune_epochs,
+    labels_format,
     open_reviews,
     order_queue,
     suggest,
@@ -101,6 +106,19 @@ def test_order_queue():
         order_queue(names, suggestions, "random")
 
 
+def test_labels_format_takes_their_lengths_and_kinds_of_character():
+    spec = ModelSpec("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 48, 160, 8, 3)
+    labels = ["ab3de", "x9yz2k"] * (FORMAT_MIN_LABELS // 2)
+    assert labels_format(labels[:-1], spec) is None, "too few labels to tell a format"
+    found = labels_format(labels, spec)
+    assert found == TextFormat("0123456789abcdefghijklmnopqrstuvwxyz", (5, 6))
+    assert describe_format(found) == "5-6 characters: digits, lower case"
+    assert labels_format([*labels, "QR"], spec) == TextFormat(spec.charset, (2, 6))
+    assert labels_format(["ABCD"] * FORMAT_MIN_LABELS, spec).charset == "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    assert labels_format(["@#!$"] * FORMAT_MIN_LABELS, spec) is None, "no character of the model is of that kind"
+    assert labels_format(["a" * 41] * FORMAT_MIN_LABELS, spec) is None, "longer than 40 time steps can hold"
+
+
 def test_reviews_from_audit_and_evaluation_reports(tmp_path):
     folder = image_folder(tmp_path, ["1111.png", "2222.png", "3333.png", "4444.png"])
     store = LabelStore(folder)
@@ -156,3 +174,5 @@ def test_suggest_reads_in_batches_and_skips_unreadable_files(reader, tiny_data, 
     merged = {name: s for batch in batches for name, s in batch.items()}
     assert sorted(merged) == sorted(p.name for p in paths)
     assert all(0 <= s.confidence <= 1 for s in merged.values())
+    in_format = {name: s for batch in suggest(reader, paths, TextFormat("17", (2, 3))) for name, s in batch.items()}
+    assert len(in_format) == 5 and all(2 <= len(s.text) <= 3 and set(s.text) <= set("17") for s in in_format.values())

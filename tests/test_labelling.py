@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import free_port
 
+from captcha_reader import label_loop
 from captcha_reader.label_loop import TrainingProgress
 from captcha_reader.labelling import LabellingSession, Trainer, create_app
 from captcha_reader.labels import LabelRow, read_label_rows
@@ -206,6 +207,22 @@ def wait_for_suggestions(session: LabellingSession) -> None:
     while session.suggester.status != "ready" and time.monotonic() < deadline:
         assert not session.suggester.status.startswith(("cannot", "stopped")), session.suggester.status
         time.sleep(0.1)
+
+
+def test_suggestions_take_the_format_of_the_labels(photos, lite_model, monkeypatch):
+    monkeypatch.setattr(label_loop, "FORMAT_MIN_LABELS", 2)
+    session = LabellingSession(photos, lite_model)
+    wait_for_suggestions(session)
+    assert {len(item["suggestion"]) for item in session.queue("name")} == {4}, "the model's own format: 4 digits"
+    client = TestClient(create_app(session))
+    first, second = (item["name"] for item in session.queue("name")[:2])
+    client.post("/label/api/answer", json={"name": first, "label": "12"})
+    assert session.suggester.info()["format"] is None, "one label does not make a format"
+    client.post("/label/api/answer", json={"name": second, "label": "345"})
+    wait_for_suggestions(session)
+    queue = session.queue("name")
+    assert len(queue) == 10 and all(2 <= len(item["suggestion"]) <= 3 for item in queue)
+    assert client.get("/label/api/state").json()["suggestions"]["format"] == "2-3 characters: digits"
 
 
 def test_suggestions_from_a_keras_model_through_one_onnx_export(photos, trained_model):

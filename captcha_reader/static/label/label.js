@@ -227,7 +227,8 @@ async function poll() {
   }
   const s = info.suggestions;
   $("model-status").textContent = s.model
-    ? `suggestions: ${s.model.split("/").pop()} — ${s.status}${s.status === "reading" ? ` ${s.done}/${s.total}` : ""}`
+    ? `suggestions: ${s.model.split("/").pop()}${s.format ? `, as your labels: ${s.format}` : ""} — ${s.status}`
+      + (s.status === "reading" ? ` ${s.done}/${s.total}` : "")
     : "no model yet: type the labels, then train (Alt+T)";
   $("review-count").textContent = `(${info.review_count})`;
   const t = info.training;
