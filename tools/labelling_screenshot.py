@@ -1,4 +1,4 @@
-"""Take docs/labelling.png: the labelling page on generated captchas, a model suggesting, a few answers given.
+"""Take docs/labelling.png: the labelling page on generated captchas, a model suggesting, 24 answers given.
 
     python tools/labelling_screenshot.py [--model base] [--out docs/labelling.png]
 
@@ -51,9 +51,12 @@ def main() -> int:
                 page.wait_for_function("window.labelling && window.labelling.ready")
                 page.select_option("#order", "confident")
                 page.wait_for_timeout(500)
-                for _ in range(7):
+                for _ in range(24):  # past 20 labels: the suggestions follow the labels' format
                     page.keyboard.press("Enter")
-                    page.wait_for_timeout(350)
+                    page.wait_for_timeout(250)
+                page.wait_for_function("document.getElementById('model-status').textContent.includes('as your labels')"
+                                       " && document.getElementById('model-status').textContent.endsWith('ready')",
+                                       timeout=120_000)
                 page.wait_for_timeout(500)
                 page.screenshot(path=str(args.out), full_page=True)
                 browser.close()
