@@ -93,6 +93,8 @@ class Suggester:
             return
         text_format = labels_format(self.store.labels(), reader.spec)
         with self._lock:
+            if self._token is not token:  # a newer reading has begun: it says which model and format count
+                return
             self.spec, self.text_format = reader.spec, text_format
         names = self.store.waiting()
         self.total, self.status = len(names), "reading"
