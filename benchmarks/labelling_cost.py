@@ -9,7 +9,8 @@ A simulated person labels a generated pool whose true labels hide behind opaque 
 through the page's own functions (LabelStore, suggest, labels_format, order_queue, training_command):
 a right suggestion is accepted (1 keystroke, 1.5 s), a wrong one or none is typed (its length
 + 1 keystrokes, 4 s). As on the page, suggestions take the format of the labels so far, and
-the waiting images are read again and reordered when that format changes. The model retrains
+the waiting images are read again and reordered when that format changes; the page does that
+in the background while the person goes on, the simulation before the next answer. The model retrains
 after 100, 200, 400, 800, ... labels, fine-tuning the last model, until it reads at least 99% of
 1,000 fresh images of the family.
 Hand labelling types every label and trains from scratch; it is measured at the doubling
@@ -33,6 +34,7 @@ from captcha_reader.base import ModelSpec
 from captcha_reader.decoding import TextFormat, score
 from captcha_reader.label_loop import (
     LabelStore,
+    Suggestion,
     labels_format,
     onnx_for,
     order_queue,
@@ -104,7 +106,7 @@ def checkpoints(first: int, limit: int):
 class PageSuggestions(NamedTuple):
     """The page's suggestions for the waiting images, and the model and labels' format they were read with."""
 
-    by_name: dict
+    by_name: dict[str, Suggestion]
     spec: ModelSpec
     text_format: TextFormat | None
 
@@ -113,7 +115,7 @@ def read_suggestions(model: Path, store: LabelStore, work: Path) -> PageSuggesti
     """Read the waiting images as the page does: through its ONNX export, in the format of the labels so far."""
     reader = open_reader(onnx_for(model, work))
     text_format = labels_format(store.labels(), reader.spec)
-    by_name: dict = {}
+    by_name: dict[str, Suggestion] = {}
     for batch in suggest(reader, [store.folder / name for name in store.waiting()], text_format):
         by_name.update(batch)
     return PageSuggestions(by_name, reader.spec, text_format)

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 from captcha_reader.base import DatasetError, ImageReadError, ModelLoadError, ModelSpec, TextFormatError, UserError
 from captcha_reader.decoding import TextFormat, resolve_format
@@ -167,7 +167,7 @@ class LabelStore:
 # ---------------------------------------------------------------------------
 
 
-def character_kind(char: str) -> str:
+def character_kind(char: str) -> Literal["digit", "lower", "upper", "other"]:
     """The kind of a character, as captcha formats choose them: digit, lower, upper or other."""
     if char.isdigit():
         return "digit"
@@ -175,20 +175,15 @@ def character_kind(char: str) -> str:
 
 
 def labels_format(labels: Sequence[str], spec: ModelSpec) -> TextFormat | None:
-    """The format the labels show, for the model's suggestions: their lengths, and the model's characters of their kinds.
-
-    None (the model's own format) below FORMAT_MIN_LABELS labels or when the model cannot read that format.
-    """
-    if len(labels) < FORMAT_MIN_LABELS:
+    """The labels' lengths, and the model's characters of the kinds they use: the format for its suggestions."""
+    if len(labels) < FORMAT_MIN_LABELS:  # too few to tell: the model's own format
         return None
     kinds = {character_kind(char) for label in labels for char in label}
     charset = "".join(char for char in spec.charset if character_kind(char) in kinds)
-    text_format = TextFormat(charset, (min(map(len, labels)), max(map(len, labels))))
-    try:
-        resolve_format(spec, text_format)
-    except TextFormatError:  # no character of those kinds, or labels longer than the model's time steps allow
+    try:  # the longest length is cut to what the model's time steps hold
+        return resolve_format(spec, TextFormat(charset, (min(map(len, labels)), max(map(len, labels)))))
+    except TextFormatError:  # no character of those kinds, or even the shortest label is too long: its own format
         return None
-    return text_format
 
 
 def describe_format(text_format: TextFormat) -> str:

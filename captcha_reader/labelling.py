@@ -73,49 +73,55 @@ class Suggester:
         self.generation = 0  # changes whenever new suggestions arrive: the page then refreshes its queue
         self.spec: ModelSpec | None = None  # of the model being read with, once it is loaded
         self.text_format: TextFormat | None = None  # the labels' format the suggestions follow (None: the model's)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # follow_labels starts a reading while it holds the lock
         self._token: object | None = None  # the reading in progress; a newer one replaces it
 
     def start(self, model: Path) -> None:
         """Read every waiting image with `model`; a later call supersedes a reading in progress."""
         with self._lock:
             self.model, self.status, self.done = model, "preparing the model (an ONNX export, once per model)", 0
+            self.spec = self.text_format = None
             token = object()
             self._token = token
         threading.Thread(target=self._read_all, args=(model, token), daemon=True).start()
 
     def _read_all(self, model: Path, token: object) -> None:
-        """The worker: load the model, then read the waiting images batch by batch."""
+        """The worker: load the model, then read the waiting images batch by batch in the labels' format."""
         try:
             reader = open_reader(onnx_for(model, self.work))
         except UserError as error:
-            self.status = f"cannot read suggestions: {error}"
+            with self._lock:
+                if self._token is token:
+                    self.status = f"cannot read suggestions: {error}"
             return
-        text_format = labels_format(self.store.labels(), reader.spec)
-        with self._lock:
-            if self._token is not token:  # a newer reading has begun: it says which model and format count
+        with self._lock:  # an answer that changes the format after this point starts a new reading
+            if self._token is not token:
                 return
-            self.spec, self.text_format = reader.spec, text_format
-        names = self.store.waiting()
-        self.total, self.status = len(names), "reading"
+            self.spec, self.text_format = reader.spec, labels_format(self.store.labels(), reader.spec)
+            text_format, names = self.text_format, self.store.waiting()
+            self.total, self.status = len(names), "reading"
         try:
             for batch in suggest(reader, [self.store.folder / name for name in names], text_format):
-                if self._token is not token:
-                    return
                 with self._lock:
+                    if self._token is not token:
+                        return
                     self.suggestions.update(batch)
                     self.done += len(batch)
                     self.generation += 1
         except OSError as error:  # a file removed while reading
-            self.status = f"stopped reading: {error}"
+            with self._lock:
+                if self._token is token:
+                    self.status = f"stopped reading: {error}"
             return
-        self.status = "ready"
+        with self._lock:
+            if self._token is token:
+                self.status = "ready"
 
     def follow_labels(self) -> None:
         """Read again when the labels' format is no longer the one the suggestions follow."""
-        spec = self.spec
-        if spec is not None and self.model is not None and labels_format(self.store.labels(), spec) != self.text_format:
-            self.start(self.model)
+        with self._lock:  # a reading still loading its model takes the newest labels itself
+            if self.spec is not None and labels_format(self.store.labels(), self.spec) != self.text_format:
+                self.start(self.model)
 
     def info(self) -> dict:
         """Model, status, progress and the format the suggestions follow, for the page."""

@@ -117,6 +117,7 @@ def test_labels_format_takes_their_lengths_and_kinds_of_character():
     assert labels_format(["ABCD"] * FORMAT_MIN_LABELS, spec).charset == "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     assert labels_format(["@#!$"] * FORMAT_MIN_LABELS, spec) is None, "no character of the model is of that kind"
     assert labels_format(["a" * 41] * FORMAT_MIN_LABELS, spec) is None, "longer than 40 time steps can hold"
+    assert labels_format(["abcde"] * FORMAT_MIN_LABELS + ["a" * 45], spec).lengths == (5, 40)
 
 
 def test_reviews_from_audit_and_evaluation_reports(tmp_path):

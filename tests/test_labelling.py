@@ -223,6 +223,14 @@ def test_suggestions_take_the_format_of_the_labels(photos, lite_model, monkeypat
     queue = session.queue("name")
     assert len(queue) == 10 and all(2 <= len(item["suggestion"]) <= 3 for item in queue)
     assert client.get("/label/api/state").json()["suggestions"]["format"] == "2-3 characters: digits"
+    third = queue[0]["name"]
+    client.post("/label/api/answer", json={"name": third, "label": "67"})
+    assert session.suggester.status == "ready", "the same format reads nothing again"
+    for name in (third, second):  # undo down to one label: the model's own format again
+        client.post("/label/api/answer", json={"name": name, "label": ""})
+    wait_for_suggestions(session)
+    assert session.suggester.info()["format"] is None
+    assert {len(item["suggestion"]) for item in session.queue("name")} == {4}
 
 
 def test_suggestions_from_a_keras_model_through_one_onnx_export(photos, trained_model):
