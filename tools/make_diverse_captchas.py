@@ -296,13 +296,18 @@ def draw_circles(image: Image.Image, count: int, colours: list[Colour], rng: ran
         draw.ellipse([x - r, y - r, x + r, y + r], outline=rng.choice(colours), width=1)
 
 
+def sine_points(xs: range, origin: int, middle: float, amplitude: float, period: float,
+                phase: float) -> list[tuple[int, float]]:
+    """Points of a sine wave over `xs`, whose phase is `phase` at x = `origin`."""
+    return [(x, middle + amplitude * math.sin(phase + 2 * math.pi * (x - origin) / period)) for x in xs]
+
+
 def draw_strike(image: Image.Image, box: tuple[int, int, int, int], colour: Colour, rng: random.Random) -> None:
     """A thick wavy curve through the text, in the text's colour (held-out B)."""
     x0, y0, x1, y1 = box
     middle, amplitude = (y0 + y1) / 2, (y1 - y0) / 4
     period, phase = rng.uniform(0.5, 1.5) * (x1 - x0), rng.uniform(0, 2 * math.pi)
-    points = [(x, middle + amplitude * math.sin(phase + 2 * math.pi * (x - x0) / max(1, period)))
-              for x in range(x0 - 4, x1 + 5, 2)]
+    points = sine_points(range(x0 - 4, x1 + 5, 2), x0, middle, amplitude, max(1, period), phase)
     ImageDraw.Draw(image).line(points, fill=colour, width=max(2, image.height // 18), joint="curve")
 
 
@@ -312,7 +317,7 @@ def draw_sine_curves(image: Image.Image, count: int, colours: list[Colour], rng:
     for _ in range(count):
         middle, amplitude = rng.uniform(0.2, 0.8) * image.height, rng.uniform(0.05, 0.25) * image.height
         period, phase = rng.uniform(0.4, 1.2) * image.width, rng.uniform(0, 2 * math.pi)
-        points = [(x, middle + amplitude * math.sin(phase + 2 * math.pi * x / period)) for x in range(0, image.width + 2, 2)]
+        points = sine_points(range(0, image.width + 2, 2), 0, middle, amplitude, period, phase)
         draw.line(points, fill=rng.choice(colours), width=1)
 
 
