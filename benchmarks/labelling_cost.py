@@ -49,6 +49,7 @@ from captcha_reader.settings import SCRATCH
 
 ACCEPT_SECONDS, TYPE_SECONDS = 1.5, 4.0
 TARGET = 0.99
+POOL_SEED = 31  # the images the person labels; the fresh test images are TEST_SEED
 LETTERS = "abcdefghkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i or j: as many real captchas leave them out
 # (generator in tools/, its options): the shipped family and families drawn differently.
 FAMILIES = {
@@ -198,12 +199,13 @@ def hand(pool: Path, truth: dict[str, str], test_dir: Path, work: Path, start: i
 
 
 def run_family(name: str, family: tuple[str, list[str]], work: Path, pool_size: int, test_size: int, order: str,
-               first: int, epochs: int | None, base: Path | None, with_hand: bool) -> dict:
+               first: int, epochs: int | None, base: Path | None, with_hand: bool, seeds: tuple[int, int]) -> dict:
     """Both arms on one family."""
     print(f"{name}: pool {pool_size}, test {test_size}", flush=True)
     tool, extra = family
-    source = generate(work / f"{name}_source", pool_size, 31, *extra, tool=tool)
-    test_dir = generate(work / f"{name}_test", test_size, TEST_SEED, *extra, tool=tool)
+    pool_seed, test_seed = seeds
+    source = generate(work / f"{name}_source", pool_size, pool_seed, *extra, tool=tool)
+    test_dir = generate(work / f"{name}_test", test_size, test_seed, *extra, tool=tool)
     pool = work / f"{name}_pool"
     truth = hide_labels(source, pool, seed=5)
     with_model = assisted(pool, truth, test_dir, work / f"{name}_runs", order, first, epochs, base)
@@ -237,6 +239,8 @@ def main() -> int:
     parser.add_argument("--pool", type=int, default=6400, help="images the person may label")
     parser.add_argument("--base", type=Path, help="model whose suggestions come first and that the first training fine-tunes")
     parser.add_argument("--no-hand", action="store_true", help="the assisted arm only (hand labelling measured before)")
+    parser.add_argument("--pool-seed", type=int, default=POOL_SEED, help="seed of the images the person labels")
+    parser.add_argument("--test-seed", type=int, default=TEST_SEED, help="seed of the fresh test images")
     parser.add_argument("--work", type=Path, default=Path("/tmp/labelling_cost"))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "labelling_cost.json")
     args = parser.parse_args()
@@ -244,11 +248,11 @@ def main() -> int:
     shutil.rmtree(args.work, ignore_errors=True)
     pool, test, first, epochs = (60, 40, 20, 1) if args.quick else (args.pool, 1000, 100, None)
     results = [run_family(name, FAMILIES[name], args.work, pool, test, args.order, first, epochs, args.base,
-                          not args.no_hand) for name in args.families]
+                          not args.no_hand, (args.pool_seed, args.test_seed)) for name in args.families]
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"commit": current_commit(), "quick": args.quick, "order": args.order,
-                                    "target": TARGET, "families": results}, indent=2) + "\n")
+                                    "pool_seed": args.pool_seed, "test_seed": args.test_seed, "target": TARGET, "families": results}, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 
