@@ -2,7 +2,9 @@
 #   python ocr_captcha.py --export-lite model/ocr_captcha.onnx     # once, from the trained .keras model
 #   docker build -t ocr-captcha-service .
 #   docker run --rm -p 8000:8000 -v "$PWD/model:/models:ro" -e OCR_CAPTCHA_TOKEN=change-me ocr-captcha-service
-# The container reads /models/ocr_captcha.onnx; to bake a model in instead, uncomment the COPY line below.
+# The container reads /models/ocr_captcha.onnx. To bake a model into the image instead, add the instruction
+#   COPY model/ocr_captcha.onnx /models/ocr_captcha.onnx
+# after the package's COPY (.dockerignore lets that one file through).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
@@ -10,7 +12,6 @@ WORKDIR /app
 COPY requirements-service.txt .
 RUN pip install --no-cache-dir -r requirements-service.txt
 COPY captcha_reader/ captcha_reader/
-# COPY model/ocr_captcha.onnx /models/ocr_captcha.onnx
 
 USER nobody
 EXPOSE 8000

@@ -54,6 +54,7 @@ from captcha_reader.settings import (
     SMALL_DATA_BELOW,
     STRATEGIES,
     TrainingSettings,
+    port_number,
 )
 
 
@@ -103,7 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     modes.add_argument("--export-savedmodel", metavar="DIR", help="write --model as a SavedModel for TF Serving in DIR/1")
     modes.add_argument("--label", metavar="DIR",
                        help="open a local labelling page for a folder of images (suggestions from --model if given)")
-    parser.add_argument("--port", type=int_at_least(1), default=8765, help="port of the --label page (default: %(default)s)")
+    parser.add_argument("--port", type=port_number, default=8765, help="port of the --label page (default: %(default)s)")
     parser.add_argument("--review", metavar="REPORT", action="append", default=[],
                         help="with --label: review the suspects of an --audit or the misreads of an --evaluate report")
     parser.add_argument("--report", metavar="FILE", help="JSON report of --evaluate or --audit (default: beside the model)")
@@ -235,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        training = not (args.evaluate or args.audit or args.export_lite or args.export_savedmodel)
+        training = not (args.label or args.evaluate or args.audit or args.export_lite or args.export_savedmodel)
         if training and has_backup(Path(args.model)):
             print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
         else:

@@ -38,7 +38,7 @@ from captcha_reader.base import (
 from captcha_reader.decoding import TextFormat
 from captcha_reader.labels import list_images
 from captcha_reader.readers import RUNTIMES, open_reader
-from captcha_reader.reading import BaseReader, named_model
+from captcha_reader.reading import BaseReader, Reading, named_model
 from captcha_reader.settings import DEFAULT_MODEL
 
 DEFAULT_IMAGE = "test.png"
@@ -96,22 +96,15 @@ def print_info(reader: BaseReader, as_json: bool) -> None:
         print(f"{key}: {printable(str(value))}")
 
 
-def read_all(reader: BaseReader, paths: list[str], text_format: TextFormat | None = None,
-             greedy: bool = False) -> dict[str, object]:
-    """A reading or an error message for every path, images read in one batch."""
-    results = reader.read_each(paths, text_format, greedy)
-    return {path: str(result) if isinstance(result, ImageReadError) else result for path, result in zip(paths, results)}
-
-
-def print_results(results: dict[str, object], many: bool, as_json: bool) -> int:
-    """Print each reading on stdout and each failure on stderr; return the exit status."""
+def print_results(paths: list[str], results: list[Reading | ImageReadError], many: bool, as_json: bool) -> int:
+    """Print each reading on stdout and each failure on stderr, in the order given; return the exit status."""
     status = 0
-    for path, result in results.items():
-        if isinstance(result, str):
+    for path, result in zip(paths, results):
+        if isinstance(result, ImageReadError):
             status = 1
             print(f"error: {result}", file=sys.stderr)
             if as_json:
-                print(json.dumps({"path": path, "error": result}))
+                print(json.dumps({"path": path, "error": str(result)}))
         elif as_json:
             print(json.dumps({"path": path, "text": result.text, "confidence": round(result.confidence, 6),
                               "char_confidences": [round(c, 6) for c in result.char_confidences]}))
@@ -141,11 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.info:
             print_info(reader, args.json)
             return 0
-        results = read_all(reader, paths, text_format, args.greedy)
+        results = reader.read_each(paths, text_format, args.greedy)  # one batch; a bad file fails alone
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    return print_results(results, many, args.json)
+    return print_results(paths, results, many, args.json)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from captcha_reader.data import (
     infer_spec,
     labelled_items,
     load_images,
+    load_training_images,
     split_indices,
 )
 from captcha_reader.decoding import score
@@ -58,7 +59,7 @@ def prepare_training(settings: TrainingSettings) -> PreparedData:
     keras.utils.set_random_seed(settings.seed)
     items = labelled_items(settings.data_dir)
     spec = infer_spec(items, settings.img_height, settings.img_width)
-    data = load_images(items, spec)
+    data = load_training_images(items, spec, settings.data_dir)
     train_idx, val_idx = split_indices(len(data.labels), settings.val_split, settings.seed)
     return PreparedData(spec, data, train_idx, val_idx, encode_labels(data.labels, spec))
 

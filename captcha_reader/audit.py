@@ -16,15 +16,13 @@ import numpy as np
 
 from captcha_reader.base import BLANK_INDEX, DatasetError
 from captcha_reader.data import (
-    check_bad_files,
     encode_labels,
     infer_spec,
     labelled_items,
-    load_images,
+    load_training_images,
     spec_for_data,
 )
 from captcha_reader.files import check_writable, write_json
-from captcha_reader.labels import check_time_steps
 from captcha_reader.model import KerasReader, build_model
 from captcha_reader.settings import TrainingSettings
 from captcha_reader.tf_import import keras, tf
@@ -45,12 +43,10 @@ def audit_folder(folder: str, settings: TrainingSettings, folds: int, report_pat
     if folds < 2:
         raise DatasetError(f"the audit needs at least 2 folds (each model must leave some files out), got {folds}")
     keras.utils.set_random_seed(settings.seed)
-    check_writable(report_path.parent)
+    check_writable(report_path.parent, "the report")
     items = labelled_items(folder)
     spec = spec_for_data(infer_spec(items, settings.img_height, settings.img_width), None, settings.capacity)
-    check_time_steps([label for _, label in items], spec)
-    data = load_images(items, spec)
-    check_bad_files(data.bad_files, len(items), folder)
+    data = load_training_images(items, spec, folder)
     count = len(data.labels)
     if count < 2 * folds:
         raise DatasetError(f"{folder}: {count} readable images are too few for {folds} folds")

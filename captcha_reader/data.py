@@ -17,6 +17,7 @@ from captcha_reader.images import IMAGE_EXTENSIONS, geometry_for, image_size, re
 from captcha_reader.labels import (
     LABELS_CSV,
     charset_from_labels,
+    check_time_steps,
     encode_label,
     list_images,
     list_labelled_images,
@@ -105,6 +106,14 @@ def check_bad_files(bad_files: list[str], total: int, folder: str | Path) -> Non
     if len(bad_files) > MAX_BAD_FRACTION * total:
         raise DatasetError(f"{folder}: {len(bad_files)} of {total} files are unreadable "
                            f"(first: {bad_files[0]}); is this the right folder?")
+
+
+def load_training_images(items: list[tuple[Path, str]], spec: ModelSpec, folder: str | Path) -> LabelledImages:
+    """A folder's labelled images decoded for `spec`, once its labels fit the time steps and enough files read."""
+    check_time_steps([label for _, label in items], spec)
+    data = load_images(items, spec)
+    check_bad_files(data.bad_files, len(items), folder)
+    return data
 
 
 def list_bad_files(bad_files: list[str], listing: Path) -> None:

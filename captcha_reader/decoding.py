@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from captcha_reader.base import BLANK_INDEX, ModelSpec, TextFormatError
-from captcha_reader.labels import decode_indices
+from captcha_reader.labels import decode_indices, encode_label
 
 
 class Reading(NamedTuple):
@@ -191,7 +191,7 @@ def format_decode(logits: np.ndarray, charset: str, text_format: TextFormat) -> 
     if len(logits) == 0:
         return []
     log_probs = log_softmax(logits.astype(np.float64))
-    classes = np.array([charset.index(c) + 1 for c in text_format.charset])
+    classes = np.array(encode_label(text_format.charset, charset))
     # The best path of all is the best allowed one whenever it is allowed (up to exact ties): most rows
     # skip the Viterbi.
     paths = greedy_paths(log_probs)

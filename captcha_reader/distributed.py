@@ -70,7 +70,8 @@ def fit_multiworker(strategy: tf.distribute.Strategy, model: keras.Model, train_
     with strategy.scope():
         tracked = {"seq_acc": SequenceAccuracy(), "cer": CharacterErrorRate()}
 
-    def step(images, labels, training: bool):
+    def step(images: tf.Tensor, labels: tf.Tensor, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        """One replica's batch: its loss sum and count, a gradient step when training."""
         with tf.GradientTape() as tape:
             logits = model(images, training=training)
             losses = per_example_loss(labels, logits)
@@ -83,11 +84,13 @@ def fit_multiworker(strategy: tf.distribute.Strategy, model: keras.Model, train_
         return tf.reduce_sum(losses), tf.cast(tf.size(losses), tf.float32)
 
     @tf.function
-    def run_step(batch, training: bool):
+    def run_step(batch: tuple, training: bool) -> list[tf.Tensor]:
+        """One global batch across the replicas: the summed loss and count."""
         sums = strategy.run(step, args=(*batch, training))
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in sums]
 
-    def run_epoch(dataset, training: bool) -> dict:
+    def run_epoch(dataset: tf.distribute.DistributedDataset, training: bool) -> dict:
+        """A pass over `dataset`: the mean loss and the metrics."""
         for metric in tracked.values():
             metric.reset_state()
         loss_sum, count = 0.0, 0.0

@@ -91,7 +91,8 @@ def export_savedmodel(reader: KerasReader, folder: Path) -> Path:
     spec, model = reader.spec, reader.model
     characters = tf.constant([""] + list(spec.charset))  # the blank (class 0) spells nothing
 
-    def serve(image_bytes):
+    def serve(image_bytes: tf.Tensor) -> dict:
+        """Image files in, texts and confidences out: the SavedModel's signature."""
         images = tf.map_fn(lambda data: records.graph_read_image(data, spec.height, spec.width), image_bytes,
                            fn_output_signature=tf.TensorSpec([spec.height, spec.width], tf.float32))
         probabilities = tf.nn.softmax(model(images, training=False))

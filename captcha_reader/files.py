@@ -23,7 +23,7 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_json(path: Path, data) -> None:
+def write_json(path: Path, data: object) -> None:
     """Write JSON atomically."""
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
@@ -107,7 +107,10 @@ def append_durably(path: Path, text: str) -> None:
     a file whose last line lacks its newline (cut by a crash) gets one first.
     """
     data = text.encode("utf-8")
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise DatasetError(f"cannot write {path}: {error.strerror or error}") from None
     try:
         if os.name == "nt":
             import msvcrt

@@ -36,7 +36,7 @@ def describe(source: ImageSource) -> str:
     return f"<{type(source).__name__}>"
 
 
-def image_sources(sources) -> list:
+def image_sources(sources: object) -> list:
     """A list of image sources: one path, bytes, 2-D array or PIL image stands for itself, not for its items."""
     if isinstance(sources, (str, Path, bytes, bytearray, Image.Image)):
         return [bytes(sources) if isinstance(sources, bytearray) else sources]

@@ -38,6 +38,7 @@ from captcha_reader.labels import (
     read_label_rows,
 )
 from captcha_reader.reading import BaseReader
+from captcha_reader.settings import MAX_AUTO_EPOCHS
 
 WORK_DIR = ".labelling"  # inside the labelled folder: the page's model and reports
 NOTE_UNREADABLE = "unreadable"
@@ -236,15 +237,18 @@ def read_review_report(report: str | Path, store: LabelStore) -> list[ReviewItem
         data = json.loads(report.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DatasetError(f"{report}: not a readable JSON report ({error})") from None
-    if isinstance(data, list):
-        entries = [(e["path"], e["label"], e["pred"], e["p_label"]) for e in data if e.get("pred") != e.get("label")]
-    elif isinstance(data, dict) and "misreads" in data:
-        entries = [(e["path"], e["truth"], e["pred"], e["confidence"]) for e in data["misreads"]]
-    else:
-        raise DatasetError(f"{report}: neither an audit report (a list) nor an evaluation report (with misreads)")
-    known = set(store.names)
-    items = [ReviewItem(Path(path).name, label, pred, float(score), report.name)
-             for path, label, pred, score in entries if Path(path).name in known]
+    try:
+        if isinstance(data, list):
+            entries = [(e["path"], e["label"], e["pred"], e["p_label"]) for e in data if e.get("pred") != e.get("label")]
+        elif isinstance(data, dict) and "misreads" in data:
+            entries = [(e["path"], e["truth"], e["pred"], e["confidence"]) for e in data["misreads"]]
+        else:
+            raise DatasetError(f"{report}: neither an audit report (a list) nor an evaluation report (with misreads)")
+        known = set(store.names)
+        items = [ReviewItem(Path(path).name, str(label), str(pred), float(score), report.name)
+                 for path, label, pred, score in entries if Path(path).name in known]
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise DatasetError(f"{report}: an entry is not one of an audit or evaluation report ({error!r})") from None
     return sorted(items, key=lambda item: item.score) if isinstance(data, list) else items
 
 
@@ -293,8 +297,8 @@ def update_progress(progress: TrainingProgress, line: str) -> TrainingProgress:
 
 
 def fine_tune_epochs(labelled: int) -> int:
-    """Epochs for fine-tuning on `labelled` images: enough to see FINE_TUNE_IMAGES of them."""
-    return max(MIN_FINE_TUNE_EPOCHS, math.ceil(FINE_TUNE_IMAGES / max(1, labelled)))
+    """Epochs for fine-tuning on `labelled` images: enough to see FINE_TUNE_IMAGES of them, at most MAX_AUTO_EPOCHS."""
+    return max(MIN_FINE_TUNE_EPOCHS, min(MAX_AUTO_EPOCHS, math.ceil(FINE_TUNE_IMAGES / max(1, labelled))))
 
 
 def fine_tuning_start(model: Path, init_from: Path) -> Path:

@@ -181,6 +181,7 @@ class LabellingSession:
         given = existing_model(model) if model else None  # a wrong path stops here, before anything is written
         self.store = LabelStore(folder)
         self.reviews_from = list(reviews)
+        self.reviews()  # a missing or malformed report stops here, before anything is written
         # Reviewing a folder named by its labels must keep those labels: only labelling marks new files as waiting.
         if not self.reviews_from:
             self.store.open_for_labelling()

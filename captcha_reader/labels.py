@@ -3,7 +3,7 @@
 import csv
 import io
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import Iterable, NamedTuple, Union
 
 from captcha_reader.base import (
     BLANK_INDEX,
@@ -120,7 +120,7 @@ def encode_label(label: str, charset: str) -> list[int]:
     return [charset.index(c) + 1 for c in label]
 
 
-def decode_indices(indices, charset: str) -> str:
+def decode_indices(indices: Iterable[int], charset: str) -> str:
     """Text for a sequence of class indices, skipping the blank."""
     return "".join(charset[i - 1] for i in indices if i != BLANK_INDEX)
 

@@ -5,7 +5,7 @@
 
 The ONNX file holds the network (convolutions with their batch norm folded in, the two
 BiLSTMs, the logits) and, in its metadata, the charset and geometry. Preprocessing and
-greedy decoding are the shared ones of the core, so both runtimes read alike. Only
+decoding (format-aware or greedy) are the shared ones of the core, so both runtimes read alike. Only
 onnxruntime, NumPy and Pillow are imported: starting takes a fraction of a second.
 """
 

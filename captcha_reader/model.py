@@ -18,6 +18,7 @@ from captcha_reader.base import (
     ModelSpec,
     spec_mismatch,
 )
+from captcha_reader.labels import encode_label
 from captcha_reader.reading import BaseReader, existing_model
 from captcha_reader.tf_import import keras
 
@@ -37,15 +38,16 @@ MAX_ARCHIVE_MEMBERS = 16
 class ModelInfo(layers.Layer):
     """Identity layer that stores the charset, geometry, label lengths and validation scores in the saved model."""
 
-    def __init__(self, charset, height, width, max_label_length, validation=None, format_version=FORMAT_VERSION,
-                 min_label_length=DEFAULT_MIN_LABEL_LENGTH, capacity=1, **kwargs):
+    def __init__(self, charset: str, height: int, width: int, max_label_length: int, validation: dict | None = None,
+                 format_version: int = FORMAT_VERSION, min_label_length: int = DEFAULT_MIN_LABEL_LENGTH, capacity: int = 1,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.spec = ModelSpec(charset, int(height), int(width), int(max_label_length), int(min_label_length),
                               int(capacity))
         self.validation = dict(validation or {})
         self.format_version = int(format_version)
 
-    def call(self, inputs):
+    def call(self, inputs: object) -> object:
         """Pass the logits through unchanged."""
         return inputs
 
@@ -115,16 +117,10 @@ def extend_model(base: keras.Model, spec: ModelSpec) -> keras.Model:
             continue
         kernel, bias = layer.get_weights()
         old_kernel, old_bias = old.get_weights()
-        kept = [(new, old_charset.index(char) + 1) for new, char in enumerate(spec.charset, start=1) if char in old_charset]
-        for new, old_index in [(BLANK_INDEX, BLANK_INDEX), *kept]:
+        kept = "".join(char for char in spec.charset if char in old_charset)
+        for new, old_index in zip([BLANK_INDEX, *encode_label(kept, spec.charset)], [BLANK_INDEX, *encode_label(kept, old_charset)]):
             kernel[:, new], bias[new] = old_kernel[:, old_index], old_bias[old_index]
         layer.set_weights([kernel, bias])
-    added = "".join(char for char in spec.charset if char not in old_charset)
-    dropped = "".join(char for char in old_charset if char not in spec.charset)
-    if added or dropped:
-        print(f"output layer: {len(spec.charset) - len(added)} characters keep their weights"
-              + (f", {len(added)} new ones start fresh {added!r}" if added else "")
-              + (f", {len(dropped)} the data never uses are dropped" if dropped else ""))
     return model
 
 

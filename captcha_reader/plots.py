@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from captcha_reader.tf_import import keras  # noqa: E402
+
 
 def save_learning_curve(history: dict, path: Path) -> None:
     """Loss, sequence accuracy and character error rate per epoch, training and validation."""
@@ -31,7 +33,7 @@ def save_learning_curve(history: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def merged_inputs(model) -> dict[str, list[str]]:
+def merged_inputs(model: keras.Model) -> dict[str, list[str]]:
     """For each layer that joins several tensors, the names of the layers it takes them from."""
     merged = {}
     for layer in model.get_config()["layers"]:
@@ -42,7 +44,7 @@ def merged_inputs(model) -> dict[str, list[str]]:
     return merged
 
 
-def layer_summary(layer, sources: list[str] | None = None) -> tuple[str, str]:
+def layer_summary(layer: keras.layers.Layer, sources: list[str] | None = None) -> tuple[str, str]:
     """(title, output shape) lines for one layer's box in the diagram."""
     kind = type(layer).__name__
     if sources:
@@ -61,7 +63,7 @@ def layer_summary(layer, sources: list[str] | None = None) -> tuple[str, str]:
     return f"{layer.name}: {kind}", "output " + str(shape).replace("None", "batch")
 
 
-def save_model_structure(model, path: Path) -> None:
+def save_model_structure(model: keras.Model, path: Path) -> None:
     """A top-to-bottom box diagram of the network's layers with their output shapes."""
     merged = merged_inputs(model)
     rows = [layer_summary(layer, merged.get(layer.name)) for layer in model.layers]
@@ -100,7 +102,7 @@ def save_sample_predictions(images: np.ndarray, truths: list[str], readings: lis
     plt.close(figure)
 
 
-def save_training_plots(folder: Path, history: dict, model, images: np.ndarray, truths: list[str], readings: list) -> None:
+def save_training_plots(folder: Path, history: dict, model: keras.Model, images: np.ndarray, truths: list[str], readings: list) -> None:
     """Write learning_curve.png, model_structure.png and sample_predictions.png into `folder`."""
     save_learning_curve(history, folder / "learning_curve.png")
     save_model_structure(model, folder / "model_structure.png")

@@ -7,13 +7,13 @@
 """
 
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal, Union, get_args
 
 from captcha_reader import lite
 from captcha_reader.reading import BaseReader, existing_model
 
 Runtime = Literal["auto", "keras", "lite"]
-RUNTIMES = ("auto", "keras", "lite")
+RUNTIMES = get_args(Runtime)
 
 
 def open_reader(path: Union[str, Path], runtime: Runtime = "auto") -> BaseReader:

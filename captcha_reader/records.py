@@ -58,10 +58,11 @@ FEATURES = {
 # ---------------------------------------------------------------------------
 
 
-def header_number(data, start: int, length: int, little_endian: bool):
+def header_number(data: tf.Tensor, start: int, length: int, little_endian: bool) -> tf.Tensor:
     """An unsigned integer stored in `data` at `start`, or -1 when the data is too short."""
 
-    def read():
+    def read() -> tf.Tensor:
+        """The integer, once the data is known to be long enough."""
         raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, start, length), tf.uint8), tf.int64)
         order = range(length) if little_endian else reversed(range(length))
         return tf.reduce_sum(raw * tf.constant([256 ** i for i in order], tf.int64))
@@ -69,15 +70,17 @@ def header_number(data, start: int, length: int, little_endian: bool):
     return tf.cond(tf.strings.length(data) >= start + length, read, lambda: tf.constant(-1, tf.int64))
 
 
-def declared_size(data):
+def declared_size(data: tf.Tensor) -> tf.Tensor:
     """(width, height) declared by a PNG, GIF, BMP or JPEG header, read without decoding; (-1, -1) if unknown."""
 
-    def bmp():
+    def bmp() -> tf.Tensor:
+        """A BMP's size; a negative height (a top-down bitmap) counts as its absolute value."""
         height = header_number(data, 22, 4, True)
         height = tf.where(height >= 2 ** 31, 2 ** 32 - height, height)  # negative: a top-down bitmap
         return tf.stack([header_number(data, 18, 4, True), height])
 
-    def jpeg():
+    def jpeg() -> tf.Tensor:
+        """A JPEG's size from its frame header."""
         return tf.cast(tf.reverse(tf.image.extract_jpeg_shape(data)[:2], [0]), tf.int64)
 
     return tf.case([
@@ -89,28 +92,22 @@ def declared_size(data):
     ], default=lambda: tf.constant([-1, -1], tf.int64))
 
 
-def declared_pixels(data):
-    """Width x height declared by a PNG, GIF, BMP or JPEG header, read without decoding; -1 if unknown."""
-    size = declared_size(data)
-    return tf.where(tf.reduce_all(size >= 0), size[0] * size[1], tf.constant(-1, tf.int64))
-
-
-def is_png(data):
+def is_png(data: tf.Tensor) -> tf.Tensor:
     """True for bytes that start like a PNG file: the signature, then the IHDR chunk that holds the size."""
     return tf.equal(tf.strings.substr(data, 0, 8), b"\x89PNG\r\n\x1a\n") & tf.equal(tf.strings.substr(data, 12, 4), b"IHDR")
 
 
-def is_jpeg(data):
+def is_jpeg(data: tf.Tensor) -> tf.Tensor:
     """True for bytes that start like a JPEG file (as TensorFlow's decoder recognises one)."""
     return tf.equal(tf.strings.substr(data, 0, 3), b"\xff\xd8\xff")
 
 
-def is_bmp(data):
+def is_bmp(data: tf.Tensor) -> tf.Tensor:
     """True for bytes that start like a BMP file."""
     return tf.equal(tf.strings.substr(data, 0, 2), b"BM")
 
 
-def checked_before_decoding(data):
+def checked_before_decoding(data: tf.Tensor) -> tf.Tensor:
     """`data`, released to the decoder only once its format and declared size are known to be acceptable.
 
     An assertion that nothing depends on does not stop a decoder running beside it: the
@@ -131,7 +128,7 @@ def checked_before_decoding(data):
         return tf.identity(data)
 
 
-def graph_read_image(data, height: int, width: int):
+def graph_read_image(data: tf.Tensor, height: int, width: int) -> tf.Tensor:
     """images.read_image in TensorFlow ops: checks before decoding, first frame, white under transparency, grayscale, resize."""
     image = tf.cast(tf.io.decode_image(checked_before_decoding(data), expand_animations=False), tf.int32)  # 1 to 4 channels
     opaque = tf.fill(tf.concat([tf.shape(image)[:2], [1]], 0), 255)
@@ -147,7 +144,8 @@ def graph_read_image(data, height: int, width: int):
     gray = (rgb[..., 0:1] * 19595 + rgb[..., 1:2] * 38470 + rgb[..., 2:3] * 7471 + 32768) // 65536
     gray = tf.cast(gray, tf.float32)
 
-    def resample(image, size):
+    def resample(image: tf.Tensor, size: tuple) -> tf.Tensor:
+        """Antialiased bilinear resize to `size`, rounded to 8 bits as Pillow stores it."""
         resized = tf.image.resize(image, size, method="bilinear", antialias=True)
         return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
 
@@ -164,7 +162,8 @@ def graph_read_image(data, height: int, width: int):
 
 def example(image: bytes, label: str, path: str) -> bytes:
     """One serialised tf.train.Example."""
-    def feature(value: bytes):
+    def feature(value: bytes) -> tf.train.Feature:
+        """A feature of one byte string."""
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
     features = {"image": feature(image), "label": feature(label.encode()), "path": feature(path.encode())}
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
@@ -259,7 +258,7 @@ def spec_for(meta: dict, height: int, width: int | None) -> ModelSpec:
                      meta.get("min_label_length", DEFAULT_MIN_LABEL_LENGTH))
 
 
-def in_validation(path, val_split: float, seed: int):
+def in_validation(path: tf.Tensor, val_split: float, seed: int) -> tf.Tensor:
     """A deterministic split by file name: the same files are held out on every run and every worker."""
     bucket = tf.strings.to_hash_bucket_fast(tf.strings.join([str(seed), path], "/"), 10000)
     return bucket < int(round(val_split * 10000))
@@ -272,7 +271,8 @@ def examples(folder: str, spec: ModelSpec) -> tf.data.Dataset:
         tf.lookup.KeyValueTensorInitializer(list(spec.charset), list(range(1, len(spec.charset) + 1))),
         default_value=0)
 
-    def decode(record):
+    def decode(record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One example parsed, its label checked and encoded, its image decoded."""
         parsed = tf.io.parse_single_example(record, FEATURES)
         characters = tf.strings.unicode_split(parsed["label"], "UTF-8")
         indices = table.lookup(characters)

@@ -43,6 +43,7 @@ from captcha_reader.base import DatasetError, ImageReadError, UserError
 from captcha_reader.images import describe, read_image
 from captcha_reader.readers import open_reader
 from captcha_reader.reading import BaseReader, Reading
+from captcha_reader.settings import port_number
 
 DEFAULT_SERVICE_MODEL = "model/ocr_captcha.onnx"
 DEFAULT_HOST = "127.0.0.1"
@@ -52,7 +53,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-def setting(default, help_text: str):
+def setting(default: object, help_text: str) -> object:
     """A settings field with its command-line help."""
     return field(default=default, metadata={"help": help_text})
 
@@ -447,14 +448,6 @@ def create_app(reader: BaseReader | None, settings: ServiceSettings = ServiceSet
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
-
-
-def port_number(text: str) -> int:
-    """A TCP port from the command line."""
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535)")
-    return port
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

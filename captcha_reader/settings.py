@@ -4,8 +4,9 @@
 the data, into the `TrainingPlan` that runs (batch size, epochs, patience, augmentation).
 """
 
+import argparse
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 from captcha_reader.base import DatasetError
 
@@ -92,10 +93,6 @@ class TrainingPlan:
     patience: int
     augment: bool
 
-    def to_dict(self) -> dict:
-        """Plain-dict form, for logs and JSON."""
-        return asdict(self)
-
 
 def plan_training(settings: TrainingSettings, n_train: int) -> TrainingPlan:
     """Batch size, epochs, patience and augmentation from the settings and the data size.
@@ -114,3 +111,11 @@ def plan_training(settings: TrainingSettings, n_train: int) -> TrainingPlan:
         patience=settings.patience or max(DEFAULT_PATIENCE, epochs // 2),
         augment=small if settings.augment is None else settings.augment,
     )
+
+
+def port_number(text: str) -> int:
+    """A TCP port from the command line."""
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535)")
+    return port

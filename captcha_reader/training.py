@@ -22,12 +22,11 @@ import numpy as np
 from captcha_reader import distributed, records
 from captcha_reader.base import DatasetError, ModelSpec, UserError
 from captcha_reader.data import (
-    check_bad_files,
     encode_labels,
     infer_spec,
     labelled_items,
     list_bad_files,
-    load_images,
+    load_training_images,
     spec_for_data,
     split_indices,
 )
@@ -114,13 +113,10 @@ def starting_model(settings: TrainingSettings, found: ModelSpec) -> str | None:
 
 def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: list[tuple[Path, str]]) -> TrainingData:
     """A folder's labelled images (`items`), decoded into memory and split by a seeded permutation."""
-    labels = [label for _, label in items]
-    check_time_steps(labels, spec)
     print(f"{len(items)} images in {settings.data_dir}; charset {spec.charset!r} ({len(spec.charset)}), "
           f"labels of {spec.min_label_length} to {spec.max_label_length} characters; "
           f"input {spec.height}x{spec.width}, {spec.time_steps} time steps")
-    data = load_images(items, spec)
-    check_bad_files(data.bad_files, len(items), settings.data_dir)
+    data = load_training_images(items, spec, settings.data_dir)
     list_bad_files(data.bad_files, Path(settings.model).with_name("bad_files.txt"))
     train_idx, val_idx = split_indices(len(data.labels), settings.val_split, settings.seed)
     encoded = encode_labels(data.labels, spec)
@@ -277,7 +273,7 @@ def describe_plan(plan: TrainingPlan, settings: TrainingSettings, n_train: int, 
 
 
 def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_images: np.ndarray,
-        val_labels: np.ndarray, settings: TrainingSettings, work: Path, extra_callbacks: Sequence = (),
+        val_encoded: np.ndarray, settings: TrainingSettings, work: Path, extra_callbacks: Sequence = (),
         strategy: tf.distribute.Strategy | None = None) -> dict:
     """Compile and fit with early stopping, a CSV log and resumable backups in `work`; returns the history.
 
@@ -290,7 +286,7 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
     global_batch = plan.batch_size * replicas
     train_ds = batched(train_elements, global_batch, settings.seed, plan.augment,
                        shuffle_buffer=min(max(1, n_train), 20000))
-    val_ds = make_dataset(val_images, val_labels, global_batch) if len(val_images) else None
+    val_ds = make_dataset(val_images, val_encoded, global_batch) if len(val_images) else None
     steps_per_epoch = int(np.ceil(n_train / global_batch))
     multiworker = distributed.is_multiworker(strategy)
     with strategy.scope():
@@ -397,6 +393,16 @@ def check_run_paths(settings: TrainingSettings) -> None:
         labelled_items(settings.test_dir)  # a missing or empty test folder stops the run now, not after it
 
 
+def print_charset_change(old: str, new: str) -> None:
+    """Say which characters of a model extended from charset `old` to `new` keep their weights, start fresh or go."""
+    added = "".join(char for char in new if char not in old)
+    dropped = "".join(char for char in old if char not in new)
+    if added or dropped:
+        print(f"output layer: {len(new) - len(added)} characters keep their weights"
+              + (f", {len(added)} new ones start fresh {added!r}" if added else "")
+              + (f", {len(dropped)} the data never uses are dropped" if dropped else ""))
+
+
 def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy, chief: bool) -> KerasReader | None:
     """Build or extend the model, fit it and (on the chief) save it with everything beside it."""
     keras.utils.set_random_seed(settings.seed)
@@ -410,6 +416,8 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     data = shard_training_data(settings, spec) if items is None else folder_training_data(settings, spec, items)
     with strategy.scope():
         model = build_model(data.spec) if base is None else extend_model(base, data.spec)
+    if base is not None:
+        print_charset_change(model_info(base).spec.charset, data.spec.charset)
     print(f"training on {data.n_train} images, validating on {len(data.val_labels)} (seed {settings.seed}); "
           f"{distributed.task_description(strategy)}, {strategy.num_replicas_in_sync} replicas")
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from captcha_reader.base import ModelSpec
+from captcha_reader.base import WIDTH_PER_TIME_STEP, ModelSpec
 from captcha_reader.decoding import score
+from captcha_reader.settings import DEFAULT_IMG_HEIGHT
 
 # Two-sided 95% normal quantile, for the Wilson score interval.
 Z_95 = 1.959964
@@ -78,12 +79,12 @@ def likely_causes(labels: list[str], images: np.ndarray, spec: ModelSpec) -> lis
     steps_per_char = spec.time_steps / max(1.0, mean_length)
     if steps_per_char < 2:
         causes.append(f"{spec.time_steps} time steps for labels of {mean_length:.1f} characters: "
-                      f"try --img-width {4 * math.ceil(3 * mean_length)} or more")
+                      f"try --img-width {WIDTH_PER_TIME_STEP * math.ceil(3 * mean_length)} or more")
     width = ink_width(images)
     if width < MIN_INK_WIDTH:
         causes.append(f"the text fills about {width:.0%} of the frame's width: crop the images to the text")
-    if spec.height < 24:
-        causes.append(f"the input is {spec.height} pixels high: try --img-height 48")
+    if spec.height < DEFAULT_IMG_HEIGHT // 2:
+        causes.append(f"the input is {spec.height} pixels high: try --img-height {DEFAULT_IMG_HEIGHT}")
     return causes or ["none of the checks found a cause: try more epochs (--epochs) or a smaller --learning-rate"]
 
 

@@ -2,6 +2,9 @@
 
 import multiprocessing
 
+import pytest
+
+from captcha_reader.base import DatasetError
 from captcha_reader.files import append_durably
 
 
@@ -27,3 +30,9 @@ def test_a_cut_last_line_gets_its_newline_first(tmp_path):
     path.write_text("a,1\nb,")
     append_durably(path, "c,3\n")
     assert path.read_text() == "a,1\nb,\nc,3\n"
+
+
+def test_an_unwritable_log_is_a_one_line_error(tmp_path):
+    (tmp_path / "labels.csv").mkdir()
+    with pytest.raises(DatasetError, match="cannot write .*labels.csv"):
+        append_durably(tmp_path / "labels.csv", "a,1\n")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from captcha_reader.base import ModelSpec
+from captcha_reader.base import DatasetError, ModelSpec
 from captcha_reader.decoding import TextFormat
 from captcha_reader.label_loop import (
     FORMAT_MIN_LABELS,
@@ -24,6 +24,7 @@ from captcha_reader.label_loop import (
     update_progress,
 )
 from captcha_reader.labels import LabelRow, list_labelled_images, read_label_rows
+from captcha_reader.settings import MAX_AUTO_EPOCHS
 
 
 def image_folder(tmp_path, names):
@@ -142,6 +143,15 @@ def test_reviews_from_audit_and_evaluation_reports(tmp_path):
     assert [i.name for i in open_reviews(store, [audit, evaluation])] == ["4444.png"]
 
 
+@pytest.mark.parametrize("report", [{"misreads": [1]}, {"misreads": [{"path": "1111.png"}]}, [{"pred": "1", "label": "2"}]])
+def test_a_malformed_review_report_is_a_one_line_error(tmp_path, report):
+    folder = image_folder(tmp_path, ["1111.png"])
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    with pytest.raises(DatasetError, match="report.json: an entry is not one of an audit or evaluation report"):
+        open_reviews(LabelStore(folder), [path])
+
+
 def test_training_progress_from_keras_lines():
     progress = TrainingProgress()
     for line in ["Epoch 3/40", "6/6 - 1s - 150ms/step - cer: 0.5 - loss: 9.1 - seq_acc: 0.1 - val_cer: 0.4"
@@ -156,6 +166,7 @@ def test_training_command_fine_tunes_with_fewer_epochs(tmp_path):
     tune = training_command(tmp_path, tmp_path / "m.keras", tmp_path / "m.keras", 400)
     assert tune[tune.index("--epochs") + 1] == str(fine_tune_epochs(400))
     assert fine_tune_epochs(100) > fine_tune_epochs(1000) >= 5
+    assert fine_tune_epochs(2) == MAX_AUTO_EPOCHS, "a few labels train no longer than a training run may"
 
 
 def test_retraining_the_model_in_place_fine_tunes_a_copy_of_it(tmp_path):

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from helpers import free_port
 
 from captcha_reader import label_loop
+from captcha_reader.base import DatasetError
 from captcha_reader.label_loop import TrainingProgress
 from captcha_reader.labelling import LabellingSession, Trainer, create_app
 from captcha_reader.labels import LabelRow, read_label_rows
@@ -60,6 +61,12 @@ def post_answer(port: int, name: str, label: str) -> None:
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as reply:
         assert reply.status == 200
+
+
+def test_a_missing_review_report_stops_the_page_before_it_starts(photos, tmp_path):
+    with pytest.raises(DatasetError, match="missing.json: not a readable JSON report"):
+        LabellingSession(photos, reviews=[tmp_path / "missing.json"])
+    assert not (photos / "labels.csv").exists()
 
 
 def test_api_queue_answer_and_refusals(photos):

@@ -191,3 +191,19 @@ def test_label_mode_bad_input_is_one_line(argv, message, tmp_path, capsys):
 def test_review_goes_with_label():
     with pytest.raises(SystemExit):
         ocr_captcha.parse_args(["--review", "audit.json"])
+
+
+def test_label_port_must_be_a_port():
+    with pytest.raises(SystemExit):
+        ocr_captcha.parse_args(["--label", "folder", "--port", "70000"])
+
+
+def test_ctrl_c_on_the_label_page_just_stops(monkeypatch, tmp_path, capsys):
+    from captcha_reader import labelling
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(labelling, "serve", interrupted)
+    assert ocr_captcha.main(["--label", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "interrupted\n"

@@ -55,6 +55,13 @@ def test_several_images_print_path_tab_text(trained_model, tiny_data, capsys, re
     assert lines == [f"{p}\t{r.text}" for p, r in zip(images, reader.read(images))]
 
 
+def test_every_path_given_prints_a_line_in_order(trained_model, tiny_data, capsys, reader):
+    first, second = (str(p) for p in sorted(tiny_data.iterdir())[:2])
+    assert predict_example.main([first, second, first, "--model", str(trained_model)]) == 0
+    texts = [r.text for r in reader.read([first, second])]
+    assert capsys.readouterr().out.splitlines() == [f"{first}\t{texts[0]}", f"{second}\t{texts[1]}", f"{first}\t{texts[0]}"]
+
+
 def test_info_reports_the_model(trained_model, capsys):
     assert predict_example.main(["--info", "--json", "--model", str(trained_model)]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -3,9 +3,9 @@
     python tools/pack_tfrecords.py captcha_images shards/ --shards 8
     python ocr_captcha.py --data-dir shards/
 
-Each shard holds examples with the features `image` (the file's bytes), `label` and
-`path`; OUT_DIR/meta.json records the charset, geometry, counts and skipped files.
-Unreadable files are skipped and listed there.
+Each shard holds examples with the features `image` (a PNG or JPEG file's own bytes; other
+formats as the grayscale PNG the reader sees), `label` and `path`; OUT_DIR/meta.json
+records the charset, geometry, counts and skipped files. Unreadable files are skipped and listed there.
 """
 
 import argparse
