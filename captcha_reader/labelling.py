@@ -222,7 +222,8 @@ class LabellingSession:
     def state(self) -> dict:
         """Everything the page shows besides the queue."""
         return {"folder": str(self.store.folder), "counts": self.store.counts(), "suggestions": self.suggester.info(),
-                "training": self.trainer.info(), "orders": ORDERS, "review_count": len(self.reviews())}
+                "training": self.trainer.info(), "orders": ORDERS, "review_count": len(self.reviews()),
+                "model_file": str(self.own_model) if self.own_model.is_file() else None}
 
 
 class Answer(BaseModel):

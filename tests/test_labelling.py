@@ -87,6 +87,10 @@ def test_api_queue_answer_and_refusals(photos):
     assert client.get("/label/api/queue", params={"order": "random"}).status_code == 400
     assert client.post("/label/api/train").status_code == 400  # one label is not enough to train on
     assert read_label_rows(photos / "labels.csv")[names[0]] == LabelRow("0427")
+    assert client.get("/label/api/state").json()["model_file"] is None  # nothing trained yet
+    trained = photos / ".labelling" / "model.keras"
+    trained.write_bytes(b"")  # where a training run saves the folder's model
+    assert client.get("/label/api/state").json()["model_file"] == str(trained)
 
 
 def test_one_app_reads_and_labels(photos, lite_model):

@@ -238,7 +238,8 @@ async function poll() {
   const accuracy = t.val_seq_acc === null ? "" : ` · validation accuracy ${(100 * t.val_seq_acc).toFixed(1)}%`;
   $("training-text").textContent = t.state === "running"
     ? `training: epoch ${t.epoch}/${t.epochs || "?"}${accuracy}`
-    : `training ${t.state}${accuracy}${t.state.startsWith("failed") && t.log.length ? `: ${t.log[t.log.length - 1]}` : ""}`;
+    : `training ${t.state}${accuracy}${t.state.startsWith("failed") && t.log.length ? `: ${t.log[t.log.length - 1]}` : ""}`
+      + (t.state === "done" && info.model_file ? ` · saved as ${info.model_file}` : "");
   $("train").disabled = t.state === "running";
   if (s.generation !== state.generation) await loadLabelQueue();
 }
