@@ -237,13 +237,13 @@ def read_review_report(report: str | Path, store: LabelStore) -> list[ReviewItem
         data = json.loads(report.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DatasetError(f"{report}: not a readable JSON report ({error})") from None
+    if not isinstance(data, list) and not (isinstance(data, dict) and "misreads" in data):
+        raise DatasetError(f"{report}: neither an audit report (a list) nor an evaluation report (with misreads)")
     try:
         if isinstance(data, list):
             entries = [(e["path"], e["label"], e["pred"], e["p_label"]) for e in data if e.get("pred") != e.get("label")]
-        elif isinstance(data, dict) and "misreads" in data:
-            entries = [(e["path"], e["truth"], e["pred"], e["confidence"]) for e in data["misreads"]]
         else:
-            raise DatasetError(f"{report}: neither an audit report (a list) nor an evaluation report (with misreads)")
+            entries = [(e["path"], e["truth"], e["pred"], e["confidence"]) for e in data["misreads"]]
         known = set(store.names)
         items = [ReviewItem(Path(path).name, str(label), str(pred), float(score), report.name)
                  for path, label, pred, score in entries if Path(path).name in known]

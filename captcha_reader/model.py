@@ -118,7 +118,8 @@ def extend_model(base: keras.Model, spec: ModelSpec) -> keras.Model:
         kernel, bias = layer.get_weights()
         old_kernel, old_bias = old.get_weights()
         kept = "".join(char for char in spec.charset if char in old_charset)
-        for new, old_index in zip([BLANK_INDEX, *encode_label(kept, spec.charset)], [BLANK_INDEX, *encode_label(kept, old_charset)]):
+        pairs = zip(encode_label(kept, spec.charset), encode_label(kept, old_charset))
+        for new, old_index in [(BLANK_INDEX, BLANK_INDEX), *pairs]:
             kernel[:, new], bias[new] = old_kernel[:, old_index], old_bias[old_index]
         layer.set_weights([kernel, bias])
     return model

@@ -116,6 +116,6 @@ def plan_training(settings: TrainingSettings, n_train: int) -> TrainingPlan:
 def port_number(text: str) -> int:
     """A TCP port from the command line."""
     port = int(text)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535)")
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (1-65535)")
     return port

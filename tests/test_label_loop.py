@@ -152,6 +152,14 @@ def test_a_malformed_review_report_is_a_one_line_error(tmp_path, report):
         open_reviews(LabelStore(folder), [path])
 
 
+def test_a_file_that_is_no_report_says_so(tmp_path):
+    folder = image_folder(tmp_path, ["1111.png"])
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"results": []}))
+    with pytest.raises(DatasetError, match="neither an audit report"):
+        open_reviews(LabelStore(folder), [path])
+
+
 def test_training_progress_from_keras_lines():
     progress = TrainingProgress()
     for line in ["Epoch 3/40", "6/6 - 1s - 150ms/step - cer: 0.5 - loss: 9.1 - seq_acc: 0.1 - val_cer: 0.4"

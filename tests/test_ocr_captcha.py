@@ -193,9 +193,10 @@ def test_review_goes_with_label():
         ocr_captcha.parse_args(["--review", "audit.json"])
 
 
-def test_label_port_must_be_a_port():
+@pytest.mark.parametrize("port", ["0", "70000"])
+def test_label_port_must_be_a_port(port):
     with pytest.raises(SystemExit):
-        ocr_captcha.parse_args(["--label", "folder", "--port", "70000"])
+        ocr_captcha.parse_args(["--label", "folder", "--port", port])
 
 
 def test_ctrl_c_on_the_label_page_just_stops(monkeypatch, tmp_path, capsys):
