@@ -66,3 +66,37 @@ def test_early_stopping_replay_keeps_the_best_epoch_and_stops_after_patience():
     assert replay(epochs, MONITORS["val_cer, then val_loss"], patience=2) == (4, 6)
     assert replay(epochs, MONITORS["val_cer, then val_loss"], patience=5) == (4, 6)  # ran out of epochs
     assert replay(epochs[:4], MONITORS["val_seq_acc, then val_loss"], patience=1) == (3, 3)  # the tie goes to the loss
+
+
+def test_human_reading_sheets_hide_the_labels_and_score_the_answers(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "captchas"
+    folder.mkdir()
+    for label in ("AB12", "CD34", "EF56", "GH78", "JK90"):
+        Image.new("RGB", (60, 25), "white").save(folder / f"{label}.png")
+    reading, results = tmp_path / "reading", tmp_path / "human.json"
+    tool = [sys.executable, str(ROOT / "benchmarks" / "human_reading.py")]
+    sheet = subprocess.run([*tool, "sheet", str(folder), "--count", "4", "--seed", "3", "--out", str(reading)],
+                           capture_output=True, text=True, timeout=120)
+    assert sheet.returncode == 0, sheet.stderr[-3000:]
+    assert sorted(p.name for p in reading.iterdir()) == ["answers.txt", "key.json", "page_0.png"]
+    labels = json.loads((reading / "key.json").read_text())["labels"]
+    assert len(set(labels)) == 4
+    (reading / "answers.txt").write_text("\n".join(labels[:3] + ["XXXX"]) + "\n")
+    scored = subprocess.run([*tool, "score", str(reading), "--family", "toy", "--results", str(results)],
+                            capture_output=True, text=True, timeout=120)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    toy = json.loads(results.read_text())["toy"]
+    assert (toy["right"], toy["count"]) == (3, 4)
+    assert toy["misreads"] == [{"number": 3, "file": f"{labels[3]}.png", "truth": labels[3], "read": "XXXX"}]
+    assert "| toy | 4 | 3 (75.0%) |" in scored.stdout
+
+    (reading / "answers.txt").write_text("\n".join(labels[:3]) + "\n")
+    short = subprocess.run([*tool, "score", str(reading), "--family", "toy"], capture_output=True, text=True, timeout=120)
+    assert short.returncode != 0 and short.stderr.strip().splitlines() == [
+        f"error: {reading / 'answers.txt'} has 3 readings for 4 images"]
+    missing = subprocess.run([*tool, "sheet", str(tmp_path / "nowhere"), "--out", str(reading)],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and len(missing.stderr.strip().splitlines()) == 1
+    assert "no such folder" in missing.stderr
