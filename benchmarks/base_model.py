@@ -3,6 +3,7 @@
     python benchmarks/base_model.py                        # about 40 minutes on 2 cores
     python benchmarks/base_model.py --quick --out /tmp/bm/base_model.json   # a smoke run of the harness
     python benchmarks/base_model.py --families heldout-plain --out benchmarks/results/base_model_plain.json
+    python benchmarks/base_model.py --families hard hard-b --out benchmarks/results/base_model_hard.json
 
 Test sets, 1,000 fresh images each (seed 2026): the shipped family (tools/make_captchas.py) and the
 held-out styles heldout-a, heldout-b and heldout-plain of tools/make_diverse_captchas.py, whose fonts and
@@ -27,6 +28,7 @@ from typing import NamedTuple
 
 from common import (ROOT, TEST_SEED, current_commit, generate, machine, measure_inference, refuse_committed_output,
                     save_results)
+from make_diverse_captchas import STYLES
 
 from captcha_reader.base import ModelSpec
 from captcha_reader.decoding import TextFormat, score
@@ -60,6 +62,9 @@ FAMILIES = {
     # The styles with all 62 characters: exact case is often unknowable, so read ignoring case too.
     "heldout-a, 62 characters": Family("make_diverse_captchas.py", ("--style", "heldout-a"), None, "4-7"),
     "heldout-b, 62 characters": Family("make_diverse_captchas.py", ("--style", "heldout-b"), None, "4-7"),
+    # The hard families of the datasets suite (the same 1,000 test images): zero-shot only.
+    "hard": Family("make_diverse_captchas.py", ("--style", "hard"), STYLES["hard"].charset, "4-5"),
+    "hard-b": Family("make_diverse_captchas.py", ("--style", "hard-b"), STYLES["hard-b"].charset, "4-5"),
 }
 FEW_SHOT_FAMILIES = ("heldout-a", "heldout-b", "heldout-plain")
 
