@@ -68,35 +68,78 @@ def test_early_stopping_replay_keeps_the_best_epoch_and_stops_after_patience():
     assert replay(epochs[:4], MONITORS["val_seq_acc, then val_loss"], patience=1) == (3, 3)  # the tie goes to the loss
 
 
-def test_human_reading_sheets_hide_the_labels_and_score_the_answers(tmp_path):
+HUMAN_READING = [sys.executable, str(ROOT / "benchmarks" / "human_reading.py")]
+
+
+def run_human_reading(*args: str) -> subprocess.CompletedProcess:
+    """benchmarks/human_reading.py with these arguments."""
+    return subprocess.run([*HUMAN_READING, *args], capture_output=True, text=True, timeout=120)
+
+
+def blank_captchas(folder, names):
+    """Identical white images under the given file names."""
     from PIL import Image
 
-    folder = tmp_path / "captchas"
     folder.mkdir()
-    for label in ("AB12", "CD34", "EF56", "GH78", "JK90"):
-        Image.new("RGB", (60, 25), "white").save(folder / f"{label}.png")
-    reading, results = tmp_path / "reading", tmp_path / "human.json"
-    tool = [sys.executable, str(ROOT / "benchmarks" / "human_reading.py")]
-    sheet = subprocess.run([*tool, "sheet", str(folder), "--count", "4", "--seed", "3", "--out", str(reading)],
-                           capture_output=True, text=True, timeout=120)
-    assert sheet.returncode == 0, sheet.stderr[-3000:]
-    assert sorted(p.name for p in reading.iterdir()) == ["answers.txt", "key.json", "page_0.png"]
-    labels = json.loads((reading / "key.json").read_text())["labels"]
-    assert len(set(labels)) == 4
-    (reading / "answers.txt").write_text("\n".join(labels[:3] + ["XXXX"]) + "\n")
-    scored = subprocess.run([*tool, "score", str(reading), "--family", "toy", "--results", str(results)],
-                            capture_output=True, text=True, timeout=120)
+    for name in names:
+        Image.new("RGB", (60, 25), "white").save(folder / name)
+    return folder
+
+
+def test_human_reading_pages_do_not_show_the_labels(tmp_path):
+    first = blank_captchas(tmp_path / "first", ["AB12.png", "CD34.png", "EF56.png"])
+    second = blank_captchas(tmp_path / "second", ["ZZ99.png", "YY88.png", "XX77.png"])
+    for folder in (first, second):
+        result = run_human_reading("sheet", str(folder), "--count", "3", "--out", str(tmp_path / f"{folder.name}_sheet"))
+        assert result.returncode == 0, result.stderr[-3000:]
+    pages = [(tmp_path / f"{name}_sheet" / "page_01.png").read_bytes() for name in ("first", "second")]
+    assert pages[0] == pages[1]
+
+
+def test_human_reading_samples_by_seed_and_scores_line_by_line(tmp_path):
+    folder = blank_captchas(tmp_path / "captchas", ["AB12.png", "AB12_2.png", "CD34.png", "EF56.png", "GH78.png"])
+    keys = {}
+    for seed in (3, 3, 4):
+        reading = tmp_path / f"reading_{len(keys)}"
+        result = run_human_reading("sheet", str(folder), "--count", "5", "--seed", str(seed), "--out", str(reading))
+        assert result.returncode == 0, result.stderr[-3000:]
+        keys[reading] = json.loads((reading / "key.json").read_text())
+    first, again, other = keys.values()
+    assert first == again and first["files"] != other["files"]
+    assert all(label == name.split("_")[0].removesuffix(".png") for name, label in zip(first["files"], first["labels"]))
+
+    reading, labels = next(iter(keys)), first["labels"]
+    wrong = "Q" + labels[3][1:]
+    (reading / "answers.txt").write_text(f"{labels[0]}\n\n{labels[2]}\n{wrong}\n{labels[4]}\n")
+    results = tmp_path / "human.json"
+    scored = run_human_reading("score", str(reading), "--family", "toy", "--results", str(results))
     assert scored.returncode == 0, scored.stderr[-3000:]
     toy = json.loads(results.read_text())["toy"]
-    assert (toy["right"], toy["count"]) == (3, 4)
-    assert toy["misreads"] == [{"number": 3, "file": f"{labels[3]}.png", "truth": labels[3], "read": "XXXX"}]
-    assert "| toy | 4 | 3 (75.0%) |" in scored.stdout
+    assert (toy["right"], toy["count"], toy["unread"]) == (3, 5, 1)
+    assert [(row["number"], row["read"]) for row in toy["misreads"]] == [(2, ""), (4, wrong)]
+    assert [labels[3][0] + "->Q", 1] in toy["confusions"]
+    assert 0.2 < toy["interval_95"][0] < 0.3 and 0.85 < toy["interval_95"][1] < 0.9  # Wilson: 0.231-0.882
+    assert "| toy | 5 | 3 (60.0%) |" in scored.stdout
 
-    (reading / "answers.txt").write_text("\n".join(labels[:3]) + "\n")
-    short = subprocess.run([*tool, "score", str(reading), "--family", "toy"], capture_output=True, text=True, timeout=120)
-    assert short.returncode != 0 and short.stderr.strip().splitlines() == [
-        f"error: {reading / 'answers.txt'} has 3 readings for 4 images"]
-    missing = subprocess.run([*tool, "sheet", str(tmp_path / "nowhere"), "--out", str(reading)],
-                             capture_output=True, text=True, timeout=120)
-    assert missing.returncode != 0 and len(missing.stderr.strip().splitlines()) == 1
-    assert "no such folder" in missing.stderr
+
+def test_human_reading_refuses_bad_input_in_one_line(tmp_path):
+    folder = blank_captchas(tmp_path / "captchas", ["AB12.png", "CD34.png"])
+    reading = tmp_path / "reading"
+    assert run_human_reading("sheet", str(folder), "--count", "2", "--out", str(reading)).returncode == 0
+    (reading / "answers.txt").write_text("AB 12\nCD34\n")
+    cases = {
+        "one reading per line, without spaces": ("score", str(reading), "--family", "toy"),
+        "fewer than --count 3": ("sheet", str(folder), "--count", "3", "--out", str(tmp_path / "more")),
+        "give each sample a folder of its own": ("sheet", str(folder), "--count", "2", "--out", str(reading)),
+        "no such folder": ("sheet", str(tmp_path / "nowhere"), "--out", str(tmp_path / "none")),
+        "not a number of images": ("sheet", str(folder), "--count", "0", "--out", str(tmp_path / "zero")),
+    }
+    for message, args in cases.items():
+        result = run_human_reading(*args)
+        assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 3
+    (folder / "EF56.png").write_bytes(b"not a png")
+    broken = run_human_reading("sheet", str(folder), "--count", "3", "--out", str(tmp_path / "broken"))
+    assert broken.returncode != 0 and broken.stderr.strip().splitlines() == [
+        f"error: {folder / 'EF56.png'}: not a readable image (UnidentifiedImageError)"]
+    assert not (tmp_path / "broken").exists()
