@@ -279,10 +279,12 @@ class TrainingProgress(NamedTuple):
     epoch: int = 0
     epochs: int = 0
     val_seq_acc: float | None = None
+    warning: str | None = None  # the run's verdict on a validation set too small to trust
 
 
 EPOCH_LINE = re.compile(r"^Epoch (\d+)/(\d+)")
 VAL_ACC = re.compile(r"val_seq_acc: ([0-9.]+)")
+SMALL_VALIDATION = re.compile(r"^warning: (\d+ validation images cannot tell .*?);")
 
 
 def update_progress(progress: TrainingProgress, line: str) -> TrainingProgress:
@@ -293,6 +295,9 @@ def update_progress(progress: TrainingProgress, line: str) -> TrainingProgress:
     accuracy = VAL_ACC.search(line)
     if accuracy:
         return progress._replace(val_seq_acc=float(accuracy.group(1)))
+    small = SMALL_VALIDATION.match(line)
+    if small:
+        return progress._replace(warning=small.group(1))
     return progress
 
 

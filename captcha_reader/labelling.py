@@ -317,6 +317,7 @@ def serve(folder: str | Path, model: str | Path | None, port: int, reviews: Sequ
     """Open the folder and serve the page on 127.0.0.1 until Ctrl-C."""
     import uvicorn
 
+    service.check_port_free("127.0.0.1", port)
     session = LabellingSession(folder, model, reviews)
     # The model named on the command line also answers /read, through the suggestions' ONNX export: no TensorFlow here.
     reader = open_reader(onnx_for(session.model, session.work)) if model else None

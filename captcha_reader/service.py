@@ -19,9 +19,11 @@ import base64
 import binascii
 import collections
 import contextlib
+import errno
 import gc
 import os
 import secrets
+import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -473,11 +475,23 @@ def settings_from(args: argparse.Namespace) -> ServiceSettings:
     return ServiceSettings(**{item.name: getattr(args, item.name) for item in fields(ServiceSettings)})
 
 
+def check_port_free(host: str, port: int) -> None:
+    """A UserError when another server already listens on host:port, before anything slow is loaded."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no clash
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            clash = ": is another server running? pick another --port" if error.errno == errno.EADDRINUSE else ""
+            raise UserError(f"cannot listen on {host}:{port} ({error.strerror}){clash}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Open the model and serve it until SIGINT or SIGTERM (requests in flight are finished first)."""
     args = parse_args(argv)
     try:
         settings = settings_from(args)
+        check_port_free(args.host, args.port)
         reader = open_reader(args.model)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -166,6 +166,9 @@ def test_training_progress_from_keras_lines():
                  " - val_loss: 8.0 - val_seq_acc: 0.2500", "noise"]:
         progress = update_progress(progress, line)
     assert progress == TrainingProgress(3, 40, 0.25)
+    warned = update_progress(progress, "warning: 8 validation images cannot tell 78.5% from 21.5%; test on more"
+                                       " images (--test-dir) before trusting this score")
+    assert warned == TrainingProgress(3, 40, 0.25, "8 validation images cannot tell 78.5% from 21.5%")
 
 
 def test_training_command_fine_tunes_with_fewer_epochs(tmp_path):

@@ -2,6 +2,7 @@
 
 import base64
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -301,3 +302,22 @@ def test_a_public_address_without_a_token_warns(lite_model, monkeypatch, capsys)
     monkeypatch.setenv(service.TOKEN_ENV, "from-the-environment")
     assert service.main(["--model", str(lite_model), "--host", "0.0.0.0"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_a_port_in_use_stops_the_service_and_the_labelling_page_in_one_line(tmp_path):
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        commands = [[sys.executable, "predict_example.py", "--serve", "--model", str(tmp_path / "none.onnx"),
+                     "--port", port],
+                    [sys.executable, "ocr_captcha.py", "--label", str(folder), "--port", port]]
+        for command in commands:
+            result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+            assert result.returncode == 1, result.stderr[-2000:]
+            assert result.stderr.strip().splitlines() == [
+                f"error: cannot listen on 127.0.0.1:{port} (Address already in use): is another server running? "
+                "pick another --port"]
+    assert list(folder.iterdir()) == []  # checked before the folder's labels.csv is written

@@ -239,6 +239,7 @@ async function poll() {
   $("training-text").textContent = t.state === "running"
     ? `training: epoch ${t.epoch}/${t.epochs || "?"}${accuracy}`
     : `training ${t.state}${accuracy}${t.state.startsWith("failed") && t.log.length ? `: ${t.log[t.log.length - 1]}` : ""}`
+      + (t.state === "done" && t.warning ? ` (${t.warning}: label more before trusting it)` : "")
       + (t.state === "done" && info.model_file ? ` · saved as ${info.model_file}` : "");
   $("train").disabled = t.state === "running";
   if (s.generation !== state.generation) await loadLabelQueue();
