@@ -4,6 +4,7 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from captcha_reader.base import DatasetError, ModelSpec
@@ -166,9 +167,18 @@ def test_training_progress_from_keras_lines():
                  " - val_loss: 8.0 - val_seq_acc: 0.2500", "noise"]:
         progress = update_progress(progress, line)
     assert progress == TrainingProgress(3, 40, 0.25)
-    warned = update_progress(progress, "warning: 8 validation images cannot tell 78.5% from 21.5%; test on more"
-                                       " images (--test-dir) before trusting this score")
-    assert warned == TrainingProgress(3, 40, 0.25, "8 validation images cannot tell 78.5% from 21.5%")
+
+def test_training_progress_carries_the_verdicts_small_validation_warning():
+    """The page shows the warning training prints: parsed from the line verdict.py writes, not a copy of it."""
+    from captcha_reader.verdict import judge_validation
+
+    lines = judge_validation(["1234"] * 8, ["1234"] * 4 + ["1284"] * 4, np.ones((8, 48, 128)),
+                             ModelSpec("0123456789", 48, 128, 4)).lines
+    progress = TrainingProgress(3, 40, 0.5)
+    for line in lines:
+        progress = update_progress(progress, line)
+    assert progress.warning is not None and progress.warning.startswith("8 validation images cannot tell ")
+    assert progress.warning in next(line for line in lines if line.startswith("warning:"))
 
 
 def test_training_command_fine_tunes_with_fewer_epochs(tmp_path):
