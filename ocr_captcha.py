@@ -41,13 +41,13 @@ from captcha_reader.settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CAPACITY,
     DEFAULT_DATA_DIR,
-    DEFAULT_EPOCHS,
     DEFAULT_IMG_HEIGHT,
     DEFAULT_LEARNING_RATE,
     DEFAULT_MODEL,
     DEFAULT_PATIENCE,
     DEFAULT_SEED,
     DEFAULT_VAL_SPLIT,
+    MIN_AUTO_EPOCHS,
     MIN_IMG_HEIGHT,
     MIN_TRAINING_IMAGES,
     SMALL_DATA_BATCH_SIZE,
@@ -115,8 +115,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              " (default: the base model when the labels use letters it knows and no other geometry"
                              " or capacity is asked for; else a new network)")
     parser.add_argument("--epochs", type=int_at_least(1), default=None,
-                        help=f"maximum number of epochs (default: {DEFAULT_EPOCHS}, or more for small datasets so "
-                             f"that training sees at least {MIN_TRAINING_IMAGES:,} images)")
+                        help=f"maximum number of epochs (default: as many as make training see {MIN_TRAINING_IMAGES:,} "
+                             f"images, at least {MIN_AUTO_EPOCHS})")
     parser.add_argument("--batch-size", type=int_at_least(1), default=None,
                         help=f"images per training step and replica (default: {DEFAULT_BATCH_SIZE}, "
                              f"{SMALL_DATA_BATCH_SIZE} below {SMALL_DATA_BELOW:,} training images)")

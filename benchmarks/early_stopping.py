@@ -62,7 +62,7 @@ def datasets(shared: Path, work: Path, quick: bool) -> dict[str, tuple[Path, Pat
     fresh = generate(work / f"test_{TEST_SEED}", 1000, TEST_SEED)
     hard_args = ("--style", "hard")
     return {
-        "shipped, 8,000": (ROOT / "captcha_images", fresh),
+        f"shipped, {len(shipped):,}": (ROOT / "captcha_images", fresh),
         "shipped, 300": (linked_folder(work / "small_train", random.Random(0).sample(shipped, 300)), fresh),
         "henan_uni_4digit": split_folders(shared / "henan_uni_4digit", 0.8, work / "henan"),
         "captcha_images_v2": split_folders(shared / "captcha_images_v2", 0.9, work / "v2"),

@@ -16,14 +16,15 @@ DEFAULT_MODEL = "model/ocr_captcha.keras"
 SCRATCH = "scratch"
 DEFAULT_IMG_HEIGHT = 48
 DEFAULT_CAPACITY = 1  # the network's convolution filters: 16, 32 and 64 times this
-DEFAULT_EPOCHS = 15
+MIN_AUTO_EPOCHS = 5
 DEFAULT_PATIENCE = 10
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_LEARNING_RATE = 2e-3
 DEFAULT_SEED = 1337
 DEFAULT_VAL_SPLIT = 0.1
 STRATEGIES = ("auto", "mirrored", "multiworker")
-# Training sees at least this many images (3,000 steps of 32): small datasets get more epochs.
+# Training sees about this many images (3,000 steps of 32), in at least MIN_AUTO_EPOCHS epochs: small
+# datasets get more epochs, large ones fewer (more distinct images beat more passes: benchmarks/levers.md).
 MIN_TRAINING_IMAGES = 96_000
 MAX_AUTO_EPOCHS = 300
 # Below this many training images, unless settings say otherwise: augmentation on, and batches
@@ -97,14 +98,14 @@ class TrainingPlan:
 def plan_training(settings: TrainingSettings, n_train: int) -> TrainingPlan:
     """Batch size, epochs, patience and augmentation from the settings and the data size.
 
-    CTC training first sits on a loss plateau that only optimizer steps end. Small datasets
-    therefore get batches of 16 (twice the steps per epoch) and as many epochs as make
-    MIN_TRAINING_IMAGES images seen, at least DEFAULT_EPOCHS; and augmentation against overfitting.
+    CTC training first sits on a loss plateau that only optimizer steps end. Every run gets as many
+    epochs as make MIN_TRAINING_IMAGES images seen, at least MIN_AUTO_EPOCHS; small datasets also get
+    batches of 16 (twice the steps per epoch) and augmentation against overfitting.
     Early stopping watches the validation loss and waits half the planned epochs, at least
     DEFAULT_PATIENCE: a quarter stopped runs that still improved (benchmarks/levers.md).
     """
     small = n_train < SMALL_DATA_BELOW
-    epochs = settings.epochs or max(DEFAULT_EPOCHS, min(MAX_AUTO_EPOCHS, math.ceil(MIN_TRAINING_IMAGES / max(1, n_train))))
+    epochs = settings.epochs or max(MIN_AUTO_EPOCHS, min(MAX_AUTO_EPOCHS, math.ceil(MIN_TRAINING_IMAGES / max(1, n_train))))
     return TrainingPlan(
         batch_size=settings.batch_size or (SMALL_DATA_BATCH_SIZE if small else DEFAULT_BATCH_SIZE),
         epochs=epochs,

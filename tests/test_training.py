@@ -119,9 +119,11 @@ def test_no_augment_reaches_a_small_run(tiny_data, tmp_path, capsys):
 @pytest.mark.parametrize("n_train, flags, expected", [
     (1999, [], (True, 16, 49, 24)),  # small data: augmented, batches of 16, epochs enough for 96,000 images
     (2000, [], (False, 32, 48, 24)),
-    (7200, [], (False, 32, 15, 10)),
+    (7200, [], (False, 32, 14, 10)),
+    (21600, [], (False, 32, 5, 10)),  # the shipped data: more distinct images, fewer passes
+    (200_000, [], (False, 32, 5, 10)),  # never fewer than MIN_AUTO_EPOCHS
     (300, ["--batch-size", "64", "--no-augment", "--epochs", "3", "--patience", "2"], (False, 64, 3, 2)),
-    (7200, ["--augment"], (True, 32, 15, 10)),
+    (7200, ["--augment"], (True, 32, 14, 10)),
 ])
 def test_training_plan_follows_the_data_size_unless_flags_say_otherwise(n_train, flags, expected, capsys):
     plan = plan_training(ocr_captcha.settings_from(ocr_captcha.parse_args(flags)), n_train)

@@ -1,6 +1,6 @@
 """Generate a seeded folder of text captchas whose file names are their labels.
 
-    python tools/make_captchas.py --out captcha_images --count 8000 --seed 0
+    python tools/make_captchas.py --out captcha_images --count 24000 --seed 0
 
 Image i depends only on (seed, i), so a larger --count extends an existing set
 with the same first images. Labels stay unique while the label space allows it;
