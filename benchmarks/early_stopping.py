@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from common import (ROOT, TEST_SEED, current_commit, generate, linked_folder, machine, refuse_committed_output,
-                    save_results, split_folders)
+from common import (ROOT, TEST_SEED, current_commit, first_shipped_images, generate, linked_folder, machine,
+                    refuse_committed_output, save_results, split_folders)
 from training_jobs import spawn
 
 from captcha_reader.labels import list_labelled_images
@@ -63,7 +63,8 @@ def datasets(shared: Path, work: Path, quick: bool) -> dict[str, tuple[Path, Pat
     hard_args = ("--style", "hard")
     return {
         f"shipped, {len(shipped):,}": (ROOT / "captcha_images", fresh),
-        "shipped, 300": (linked_folder(work / "small_train", random.Random(0).sample(shipped, 300)), fresh),
+        "shipped, 300": (linked_folder(work / "small_train", random.Random(0).sample(first_shipped_images(8000), 300)),
+                         fresh),
         "henan_uni_4digit": split_folders(shared / "henan_uni_4digit", 0.8, work / "henan"),
         "captcha_images_v2": split_folders(shared / "captcha_images_v2", 0.9, work / "v2"),
         "hard, 2,000": (generate(work / "hard_train", 2000, HARD_TRAIN_SEED, *hard_args, tool="make_diverse_captchas.py"),
@@ -107,7 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder holding henan_uni_4digit and captcha_images_v2")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "early_stopping.json")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "early_stopping")
-    parser.add_argument("--only", help="comma-separated dataset names (as in the table) to run")
+    parser.add_argument("--only", action="append", help="a dataset name as in the table (names hold commas: "
+                                                        "repeat --only for several)")
     parser.add_argument("--quick", action="store_true", help="a tiny generated set, the harness only")
     parser.add_argument("--replay", type=Path, help="replay the rules on the runs of this results file (rewritten)")
     args = parser.parse_args(argv)
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     chosen = datasets(args.datasets_dir, args.work, args.quick)
     if args.only:
-        chosen = {name: folders for name, folders in chosen.items() if name in args.only.split(",")}
+        chosen = {name: folders for name, folders in chosen.items() if name in args.only}
     results = {"commit": current_commit(), "machine": machine(), "seed": DEFAULT_SEED, "datasets": {}}
     for name, (train, test) in chosen.items():
         results["datasets"][name] = measure(name, train, test, args.work, 4 if args.quick else None)

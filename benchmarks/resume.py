@@ -2,7 +2,7 @@
 
     python benchmarks/resume.py [--count 8000] [--epochs 15] [--kill-after 5]
 
-Trains the default recipe on the first --count shipped images twice: once straight
+Trains the default recipe on the first --count shipped images (in generation order) twice: once straight
 through, once killed with SIGKILL after --kill-after finished epochs and run again with
 the same command (which resumes from its backup). Prints both final validation
 sequence accuracies and writes the comparison into benchmarks/results.json ("resume").
@@ -17,9 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import COMMITTED_RESULTS, ROOT, load_results, save_results
-
-from captcha_reader.labels import list_images
+from common import COMMITTED_RESULTS, ROOT, first_shipped_images, linked_folder, load_results, save_results
 
 
 def train_command(data: Path, model: Path, epochs: int) -> list[str]:
@@ -45,10 +43,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(args.out) / "work" / "resume"
     shutil.rmtree(work, ignore_errors=True)
-    data = work / "data"
-    data.mkdir(parents=True)
-    for path in list_images(ROOT / "captcha_images")[: args.count]:
-        (data / path.name).symlink_to(path)
+    data = linked_folder(work / "data", first_shipped_images(args.count))
 
     straight = work / "straight" / "m.keras"
     subprocess.run(train_command(data, straight, args.epochs), check=True, stdout=subprocess.DEVNULL)

@@ -34,6 +34,7 @@ from common import (
     ROOT,
     TEST_SEED,
     current_commit,
+    first_shipped_images,
     generate,
     linked_folder,
     load_results,
@@ -94,7 +95,7 @@ def recipes_suite(args: argparse.Namespace, work: Path) -> dict:
         test_dir = generate(work / "quick_test", 32, TEST_SEED)
         budget, settings = 20, {"epochs": 1}
     else:
-        train_dir = Path(args.data_dir)
+        train_dir = Path(args.data_dir) if args.data_dir else linked_folder(work / "shipped_8000", first_shipped_images(8000))
         test_dir = Path(args.test_dir) if args.test_dir else generate(work / f"test_{TEST_SEED}", 1000, TEST_SEED)
         budget, settings = args.budget, {}
     rows = {}
@@ -166,7 +167,10 @@ def workers_suite(args: argparse.Namespace, work: Path) -> dict:
     epoch; two workers at half the per-replica batch take the same steps as one process, so
     their accuracy should match it.
     """
-    data = generate(work / "quick_train", 96, 0) if args.quick else Path(args.data_dir)
+    if args.quick:
+        data = generate(work / "quick_train", 96, 0)
+    else:
+        data = Path(args.data_dir) if args.data_dir else linked_folder(work / "shipped_8000", first_shipped_images(8000))
     epochs = "1" if args.quick else str(args.worker_epochs)
     results = {"data_dir": str(data), "epochs": int(epochs)}
     arms = {"one_process": (1, 32), "two_workers": (2, 32), "two_workers_same_global_batch": (2, 16)}
@@ -290,8 +294,7 @@ def datasets_suite(args: argparse.Namespace, work: Path) -> dict:
         results["simplecaptcha_6digit"] = train_cli(simple / "train", simple / "test", work / "simple")
         print("simple:", results["simplecaptcha_6digit"], flush=True)
     if "small" in chosen:
-        shipped = list_labelled_images(ROOT / "captcha_images")
-        small = linked_folder(work / "small_train", random.Random(0).sample(shipped, 300))
+        small = linked_folder(work / "small_train", random.Random(0).sample(first_shipped_images(8000), 300))
         fresh = generate(work / f"test_{TEST_SEED}", 1000, TEST_SEED)
         results["small_data_300"] = train_cli(small, fresh, work / "small")
         print("small:", results["small_data_300"], flush=True)
@@ -339,7 +342,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-epochs", type=int, default=4, help="epochs of each run of the workers suite")
     parser.add_argument("--model", help="model of the runtimes suite (default: recipe C of the recipes suite)")
     parser.add_argument("--quick", action="store_true", help="tiny data and budgets: checks the harness, not the models")
-    parser.add_argument("--data-dir", default=str(ROOT / "captcha_images"), help="training folder of the recipes suite")
+    parser.add_argument("--data-dir", help="training folder of the recipes and workers suites (default: the first "
+                                           "8,000 shipped images, on which the committed results were measured)")
     parser.add_argument("--test-dir", help="test folder of the recipes suite (default: 1,000 fresh generated images)")
     parser.add_argument("--datasets-dir", default=str(ROOT.parent / "shared" / "datasets"),
                         help="folder holding henan_uni_4digit, captcha_images_v2 and simplecaptcha_6digit")
