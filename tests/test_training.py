@@ -120,6 +120,8 @@ def test_no_augment_reaches_a_small_run(tiny_data, tmp_path, capsys):
     (1999, [], (True, 16, 49, 24)),  # small data: augmented, batches of 16, epochs enough for 96,000 images
     (2000, [], (False, 32, 48, 24)),
     (7200, [], (False, 32, 14, 10)),
+    (19199, [], (False, 32, 6, 10)),  # 5 epochs would see fewer than 96,000 images
+    (19200, [], (False, 32, 5, 10)),
     (21600, [], (False, 32, 5, 10)),  # the shipped data: more distinct images, fewer passes
     (200_000, [], (False, 32, 5, 10)),  # never fewer than MIN_AUTO_EPOCHS
     (300, ["--batch-size", "64", "--no-augment", "--epochs", "3", "--patience", "2"], (False, 64, 3, 2)),
