@@ -17,10 +17,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 from captcha_reader.labels import list_images, list_labelled_images  # noqa: E402
 from captcha_reader.reading import BaseReader  # noqa: E402
-from make_captchas import file_names  # noqa: E402
 
 TEST_SEED = 2026  # the shipped set is seed 0 and test.png comes from seed 4242
 SHIPPED = ROOT / "captcha_images"
+SHIPPED_BEFORE_GROWTH = 8000  # the shipped set's size until it grew to 24,000
 COMMITTED_RESULTS = ROOT / "benchmarks"  # results.json and RESULTS.md of full runs
 
 
@@ -86,15 +86,21 @@ def median_wall(command: list[str], runs: int = 5) -> float:
     return round(statistics.median(times), 2)
 
 
-def first_shipped_images(count: int) -> list[tuple[Path, str]]:
+def first_shipped_images(count: int = SHIPPED_BEFORE_GROWTH) -> list[tuple[Path, str]]:
     """(path, label) of the first `count` shipped images in generation order, listed in name order.
 
     The shipped set grew from 8,000 to 24,000 images (make_captchas.py --seed 0, the first 8,000
     unchanged); benchmarks that sample it draw from the first 8,000 so that their committed
     results stay reproducible.
     """
-    names = {f"{stem}.png" for _, stem, _, _ in file_names(count, 0, "0123456789", (4, 4))}
-    return [(path, label) for path, label in list_labelled_images(SHIPPED) if path.name in names]
+    from make_captchas import DEFAULT_CHARSET, DEFAULT_LENGTHS, file_names  # the captcha package, only here
+
+    names = {f"{stem}.png" for _, stem, _, _ in file_names(count, 0, DEFAULT_CHARSET, DEFAULT_LENGTHS)}
+    found = [(path, label) for path, label in list_labelled_images(SHIPPED) if path.name in names]
+    if len(found) != count:
+        raise SystemExit(f"error: {SHIPPED} lacks {count - len(found)} of the first {count:,} images of "
+                         "make_captchas.py --seed 0")
+    return found
 
 
 def linked_folder(folder: Path, files: list[tuple[Path, str]]) -> Path:

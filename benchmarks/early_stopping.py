@@ -20,11 +20,10 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from common import (ROOT, TEST_SEED, current_commit, first_shipped_images, generate, linked_folder, machine,
-                    refuse_committed_output, save_results, split_folders)
+from common import (ROOT, TEST_SEED, current_commit, first_shipped_images, generate, linked_folder, load_results,
+                    machine, refuse_committed_output, save_results, split_folders)
 from training_jobs import spawn
 
-from captcha_reader.labels import list_labelled_images
 from captcha_reader.settings import DEFAULT_SEED
 
 HARD_TRAIN_SEED = 21  # as in run.py's datasets suite
@@ -58,13 +57,11 @@ def datasets(shared: Path, work: Path, quick: bool) -> dict[str, tuple[Path, Pat
     """(train, test) folders of each dataset: the datasets suite's splits and sizes."""
     if quick:
         return {"shipped, 64": (generate(work / "quick_train", 64, 0), generate(work / "quick_test", 16, TEST_SEED))}
-    shipped = list_labelled_images(ROOT / "captcha_images")
     fresh = generate(work / f"test_{TEST_SEED}", 1000, TEST_SEED)
     hard_args = ("--style", "hard")
     return {
-        f"shipped, {len(shipped):,}": (ROOT / "captcha_images", fresh),
-        "shipped, 300": (linked_folder(work / "small_train", random.Random(0).sample(first_shipped_images(8000), 300)),
-                         fresh),
+        "shipped, 8,000": (linked_folder(work / "shipped_8000", first_shipped_images()), fresh),
+        "shipped, 300": (linked_folder(work / "small_train", random.Random(0).sample(first_shipped_images(), 300)), fresh),
         "henan_uni_4digit": split_folders(shared / "henan_uni_4digit", 0.8, work / "henan"),
         "captcha_images_v2": split_folders(shared / "captcha_images_v2", 0.9, work / "v2"),
         "hard, 2,000": (generate(work / "hard_train", 2000, HARD_TRAIN_SEED, *hard_args, tool="make_diverse_captchas.py"),
@@ -128,11 +125,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
     chosen = datasets(args.datasets_dir, args.work, args.quick)
-    if args.only:
-        chosen = {name: folders for name, folders in chosen.items() if name in args.only}
     results = {"commit": current_commit(), "machine": machine(), "seed": DEFAULT_SEED, "datasets": {}}
+    if args.only:
+        unknown = set(args.only) - set(chosen)
+        if unknown:
+            raise SystemExit(f"error: no dataset {', '.join(sorted(unknown))}; the names: {'; '.join(chosen)}")
+        chosen = {name: folders for name, folders in chosen.items() if name in args.only}
+        results["datasets"] = load_results(args.out).get("datasets", {})  # the other datasets' runs stay
     for name, (train, test) in chosen.items():
-        results["datasets"][name] = measure(name, train, test, args.work, 4 if args.quick else None)
+        results["datasets"][name] = {**measure(name, train, test, args.work, 4 if args.quick else None),
+                                     "commit": results["commit"]}
         print(name, {m: r["test_seq_acc"] for m, r in results["datasets"][name]["monitors"].items()}, flush=True)
     save_results(args.out, results)
     print_table(results)

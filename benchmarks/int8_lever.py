@@ -1,12 +1,12 @@
 """The int8 lever: accuracy and speed of int8-quantized ONNX exports against the float32 one, in one run.
 
     python benchmarks/int8_lever.py --model /tmp/svc/ocr_captcha.onnx --images /tmp/svc/fresh \
-        --calibration captcha_images [--out benchmarks/results] [--quick]
+        [--calibration DIR] [--out benchmarks/results] [--quick]
 
 Variants, each made here from the float32 export with onnxruntime.quantization:
 - dynamic, every op it can (Conv -> ConvInteger, MatMul -> MatMulInteger, LSTM -> DynamicQuantizeLSTM);
 - dynamic, MatMul and LSTM only (the convolutions stay float);
-- static QDQ (Conv and MatMul; LSTM has no static kernel), calibrated on 500 training images (a seeded sample).
+- static QDQ (Conv and MatMul; LSTM has no static kernel), calibrated on 500 training images.
 For each: sequence accuracy and CER on the labelled --images, texts equal to float32, and the network's
 images/s (batches of 64, and of 1) on the same preprocessed images: the best of interleaved rounds, as the
 CPU is shared and interference only ever slows a round down. Writes int8.json to --out (default: a temp folder with --quick).
@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import ROOT, first_shipped_images
 
 from onnxruntime.quantization import (  # noqa: E402
     CalibrationDataReader,
@@ -80,7 +79,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the float32 ONNX export")
     parser.add_argument("--images", required=True, help="labelled test images (1,000 fresh ones)")
-    parser.add_argument("--calibration", default=str(ROOT / "captcha_images"), help="training images to calibrate on")
+    parser.add_argument("--calibration", help="labelled training images to calibrate on, a seeded sample of 500 "
+                                              "(default: the first 500 by name of the first 8,000 shipped images, "
+                                              "as in the committed int8.json)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="few images and rounds: checks the script only")
     parser.add_argument("--out", help="folder for int8.json (default: benchmarks/results; --quick: a temp folder)")
@@ -91,8 +92,13 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     base = load_lite_reader(args.model)
     test = load_images(labelled_items(args.images)[:64 if args.quick else None], base.spec)
-    items = labelled_items(args.calibration)  # a seeded sample: the first names in order share a few labels
-    calibration = load_images(random.Random(0).sample(items, min(len(items), 64 if args.quick else 500)), base.spec).images
+    size = 64 if args.quick else 500
+    if args.calibration:
+        items = labelled_items(args.calibration)
+        items = random.Random(0).sample(items, min(len(items), size))
+    else:
+        items = first_shipped_images()[:size]
+    calibration = load_images(items, base.spec).images
     with tempfile.TemporaryDirectory() as work:
         variants = quantized_variants(Path(args.model), Path(work), calibration)
         readers = {name: load_lite_reader(path) for name, path in variants.items()}

@@ -41,6 +41,27 @@ def test_committed_results_render(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     markdown = (tmp_path / "RESULTS.md").read_text()
     assert "Label audit" in markdown and "Leaving the CTC loss plateau" in markdown and "Two local workers" in markdown
+    assert markdown == (ROOT / "benchmarks" / "RESULTS.md").read_text(), \
+        "benchmarks/RESULTS.md is stale: python benchmarks/run.py --suite render"
+
+
+def test_benchmarks_sample_the_shipped_data_from_its_first_8000_images():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from common import first_shipped_images
+
+    first = first_shipped_images()
+    labels = [label for _, label in first]
+    assert len(first) == 8000 and len(set(labels)) == 8000  # the first 8,000 draws have unique labels
+    assert [path.name for path, _ in first] == sorted(path.name for path, _ in first)
+    assert {path.name for path, _ in first_shipped_images(100)} <= {path.name for path, _ in first}
+
+
+def test_early_stopping_refuses_an_unknown_dataset_name(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "early_stopping.py"), "--quick", "--only",
+                             "shipped, 24,000", "--out", str(tmp_path / "es.json"), "--work", str(tmp_path / "work")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "no dataset shipped, 24,000" in result.stderr
+    assert not (tmp_path / "es.json").exists()
 
 
 def test_quick_decoding_benchmark_compares_the_decoders(trained_model, tmp_path):

@@ -19,6 +19,8 @@ import captcha.image
 from captcha.image import ImageCaptcha
 
 LABEL_TRIES = 100
+DEFAULT_CHARSET = "0123456789"
+DEFAULT_LENGTHS = (4, 4)
 
 
 class SeededSecrets:
@@ -84,8 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="folder to write the images into")
     parser.add_argument("--count", type=int, required=True, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--length", type=parse_length, default=(4, 4), help="label length: 4 or a range such as 4-6 (default 4)")
-    parser.add_argument("--charset", default="0123456789", help="characters to draw from (default 0123456789)")
+    parser.add_argument("--length", type=parse_length, default=DEFAULT_LENGTHS, help="label length: 4 or a range such as 4-6 (default 4)")
+    parser.add_argument("--charset", default=DEFAULT_CHARSET, help="characters to draw from (default 0123456789)")
     parser.add_argument("--width", type=int, default=160, help="image width in pixels (default 160)")
     parser.add_argument("--height", type=int, default=60, help="image height in pixels (default 60)")
     args = parser.parse_args(argv)
