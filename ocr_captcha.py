@@ -47,6 +47,7 @@ from captcha_reader.settings import (
     DEFAULT_PATIENCE,
     DEFAULT_SEED,
     DEFAULT_VAL_SPLIT,
+    MAX_AUTO_EPOCHS,
     MIN_AUTO_EPOCHS,
     MIN_IMG_HEIGHT,
     MIN_TRAINING_IMAGES,
@@ -116,7 +117,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              " or capacity is asked for; else a new network)")
     parser.add_argument("--epochs", type=int_at_least(1), default=None,
                         help=f"maximum number of epochs (default: as many as make training see {MIN_TRAINING_IMAGES:,} "
-                             f"images, at least {MIN_AUTO_EPOCHS})")
+                             f"images, at least {MIN_AUTO_EPOCHS}, at most {MAX_AUTO_EPOCHS})")
     parser.add_argument("--batch-size", type=int_at_least(1), default=None,
                         help=f"images per training step and replica (default: {DEFAULT_BATCH_SIZE}, "
                              f"{SMALL_DATA_BATCH_SIZE} below {SMALL_DATA_BELOW:,} training images)")

@@ -58,7 +58,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--greedy", action="store_true",
                         help="greedy decoding: the best class at each step, any length and character")
     parser.add_argument("--serve", action="store_true",
-                        help="serve --model over HTTP instead (python -m captcha_reader.service --help lists its flags)")
+                        help="serve --model over HTTP instead (default model/ocr_captcha.onnx; "
+                             "python -m captcha_reader.service --help lists its flags)")
     parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
                         help="keras: TensorFlow; lite: an ONNX export through onnxruntime, without TensorFlow; "
                              "auto (default): lite for an ONNX --model, else keras")

@@ -38,7 +38,7 @@ from captcha_reader.labels import (
     read_label_rows,
 )
 from captcha_reader.reading import BaseReader
-from captcha_reader.settings import MAX_AUTO_EPOCHS
+from captcha_reader.settings import MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS
 
 WORK_DIR = ".labelling"  # inside the labelled folder: the page's model and reports
 NOTE_UNREADABLE = "unreadable"
@@ -46,9 +46,9 @@ NOTE_REVIEWED = "reviewed"
 NOTES = ("", NOTE_UNREADABLE, NOTE_REVIEWED)
 ORDERS = ("uncertain", "confident", "name")
 SUGGESTION_BATCH = 64
-# Fine-tuning sees about this many images (then early stopping), far fewer than a run from scratch.
+# Fine-tuning plans to see this many images (then early stopping), a quarter of what a run from scratch
+# plans (MIN_TRAINING_IMAGES), in at least MIN_AUTO_EPOCHS epochs as any run.
 FINE_TUNE_IMAGES = 24_000
-MIN_FINE_TUNE_EPOCHS = 5
 MAX_LABEL_LENGTH = 64
 # From this many labels on, suggestions take their format (lengths, kinds of character): a model trained
 # on other captchas, such as the base model, then reads only what this folder's captchas can be.
@@ -303,7 +303,7 @@ def update_progress(progress: TrainingProgress, line: str) -> TrainingProgress:
 
 def fine_tune_epochs(labelled: int) -> int:
     """Epochs for fine-tuning on `labelled` images: enough to see FINE_TUNE_IMAGES of them, at most MAX_AUTO_EPOCHS."""
-    return max(MIN_FINE_TUNE_EPOCHS, min(MAX_AUTO_EPOCHS, math.ceil(FINE_TUNE_IMAGES / max(1, labelled))))
+    return max(MIN_AUTO_EPOCHS, min(MAX_AUTO_EPOCHS, math.ceil(FINE_TUNE_IMAGES / max(1, labelled))))
 
 
 def fine_tuning_start(model: Path, init_from: Path) -> Path:

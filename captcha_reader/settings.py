@@ -23,8 +23,9 @@ DEFAULT_LEARNING_RATE = 2e-3
 DEFAULT_SEED = 1337
 DEFAULT_VAL_SPLIT = 0.1
 STRATEGIES = ("auto", "mirrored", "multiworker")
-# Training sees at least this many images (3,000 steps of 32; MAX_AUTO_EPOCHS caps it below 320), in at
-# least MIN_AUTO_EPOCHS epochs: small datasets get more epochs, large ones fewer (more distinct images beat more passes: benchmarks/levers.md).
+# Training is planned to see at least this many images (3,000 steps of 32; MAX_AUTO_EPOCHS caps it below
+# 320), in at least MIN_AUTO_EPOCHS epochs: small datasets get more epochs, large ones fewer (more
+# distinct images beat more passes: benchmarks/levers.md). Early stopping may end a run sooner.
 MIN_TRAINING_IMAGES = 96_000
 MAX_AUTO_EPOCHS = 300
 # Below this many training images, unless settings say otherwise: augmentation on, and batches
