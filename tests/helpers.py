@@ -1,6 +1,7 @@
 """Helpers shared by several test files: hand-made images, logits and error checks."""
 
 import io
+import os
 import random
 import socket
 import struct
@@ -11,6 +12,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 import ocr_captcha
+
+PORTS_PER_WORKER = 2000  # free_port(): six workers' blocks fit below 32768
 
 
 def png_bytes(image: Image.Image, **params) -> bytes:
@@ -64,10 +67,21 @@ def one_hot_path(path: list[int], classes: int, peak: float = 0.9) -> np.ndarray
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, from this pytest-xdist worker's own block.
+
+    The blocks lie below the kernel's ephemeral ports (32768 and up): two workers never pick the same
+    port, and no outgoing connection takes it between this probe and the server's bind.
+    """
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    first = 20_000 + PORTS_PER_WORKER * worker
+    for port in random.sample(range(first, first + PORTS_PER_WORKER), PORTS_PER_WORKER):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + PORTS_PER_WORKER - 1}")
 
 
 def train_one_epoch(tmp_path, data_dir, *extra) -> int:
