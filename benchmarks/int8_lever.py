@@ -118,8 +118,9 @@ def main() -> int:
     for row in results.values():
         row["batch64_images_per_s"] = round(max(row.pop("batch64")), 1)
         row["batch1_images_per_s"] = round(max(row.pop("batch1")), 1)
+    source = f"`{args.calibration}`" if args.calibration else "the first 8,000 shipped"
     lines = [f"{len(test.labels)} test images from `{args.images}`; calibration: {len(calibration)} images of "
-             f"{f'`{args.calibration}`' if args.calibration else 'the first 8,000 shipped'}; speeds: the best of {1 if args.quick else args.rounds} interleaved rounds.", "",
+             f"{source}; speeds: the best of {1 if args.quick else args.rounds} interleaved rounds.", "",
              "| variant | sequence accuracy | CER | texts = float32 | MB | images/s, batch 64 | / float32 | images/s, batch 1 "
              "| / float32 |", "|---|---|---|---|---|---|---|---|---|"]
     for name, row in results.items():

@@ -88,6 +88,11 @@ def ddddocr_baseline(test_dir: Path) -> dict | None:
     return result
 
 
+def training_folder(args: argparse.Namespace, work: Path) -> Path:
+    """--data-dir, or links to the first 8,000 shipped images (the set the committed results trained on)."""
+    return Path(args.data_dir) if args.data_dir else linked_folder(work / "shipped_8000", first_shipped_images())
+
+
 def recipes_suite(args: argparse.Namespace, work: Path) -> dict:
     """A, B and C on the same data, split and machine, then inference, ddddocr and CLI start-up."""
     if args.quick:
@@ -95,7 +100,7 @@ def recipes_suite(args: argparse.Namespace, work: Path) -> dict:
         test_dir = generate(work / "quick_test", 32, TEST_SEED)
         budget, settings = 20, {"epochs": 1}
     else:
-        train_dir = Path(args.data_dir) if args.data_dir else linked_folder(work / "shipped_8000", first_shipped_images())
+        train_dir = training_folder(args, work)
         test_dir = Path(args.test_dir) if args.test_dir else generate(work / f"test_{TEST_SEED}", 1000, TEST_SEED)
         budget, settings = args.budget, {}
     rows = {}
@@ -167,10 +172,7 @@ def workers_suite(args: argparse.Namespace, work: Path) -> dict:
     epoch; two workers at half the per-replica batch take the same steps as one process, so
     their accuracy should match it.
     """
-    if args.quick:
-        data = generate(work / "quick_train", 96, 0)
-    else:
-        data = Path(args.data_dir) if args.data_dir else linked_folder(work / "shipped_8000", first_shipped_images())
+    data = generate(work / "quick_train", 96, 0) if args.quick else training_folder(args, work)
     epochs = "1" if args.quick else str(args.worker_epochs)
     results = {"data_dir": str(data), "epochs": int(epochs)}
     arms = {"one_process": (1, 32), "two_workers": (2, 32), "two_workers_same_global_batch": (2, 16)}
