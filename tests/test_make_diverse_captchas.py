@@ -32,8 +32,11 @@ def test_labels_follow_the_style(tmp_path, style):
     labels = [label_from_filename(name) for name in files]
     assert all(preset.lengths[0] <= len(label) <= preset.lengths[1] for label in labels)
     assert set("".join(labels)) <= set(preset.charset)
-    if style == "hard":
-        assert all(55 <= width <= 65 and 22 <= height <= 28 for width, height in map(image_size, tmp_path.iterdir()))
+    sizes = {"hard": ((55, 65), (22, 28)), "hard2": ((76, 86), (30, 34)), "hard2-b": ((78, 88), (31, 35))}
+    if style in sizes:
+        (low_width, high_width), (low_height, high_height) = sizes[style]
+        assert all(low_width <= width <= high_width and low_height <= height <= high_height
+                   for width, height in map(image_size, tmp_path.iterdir()))
 
 
 def test_length_and_charset_override(tmp_path):

@@ -22,6 +22,11 @@ Styles (presets):
   hard-b     the held-out hard family (kept out of every recipe decision): case-sensitive, A-Z, 0-9
              and the lower-case letters whose shape differs from their capital (abdefghnqrt), in
              other fonts, one colour per glyph, tighter overlap, arcs, gradients, a shear.
+  hard2      hard drawn to be readable: A-Z and 0-9 in fonts whose 0 and 1 differ from O and I
+             (slashed or dotted zero, serifed I), 4 characters of one size on 80x32 images,
+             35-degree rotations, lines in another colour than the text, speckle, a sine warp.
+  hard2-b    the held-out readable hard family: hard-b's case-sensitive charset and effects in
+             other fonts, 4 characters of one size on 82x33 images, less overlap.
 
 Image i depends only on (seed, i), as with tools/make_captchas.py, so a larger --count
 extends a set. Only Pillow and NumPy draw. The fonts come from Debian packages (install
@@ -76,6 +81,8 @@ HARD_B_FONTS = ("NotoSerif-Bold.ttf", "FreeSerifBold.ttf", "LiberationMono-Bold.
                 "DejaVuSerif-Bold.ttf")
 HARD_FONTS = ("DejaVuSans-Bold.ttf", "LiberationSans-Bold.ttf", "FreeSansBold.ttf", "NotoSans-Bold.ttf",
               "DejaVuSansMono-Bold.ttf", "LiberationSerif-Bold.ttf")
+HARD2_FONTS = ("DejaVuSansMono-Bold.ttf", "LiberationMono-Bold.ttf", "Go-Mono-Bold.ttf")
+HARD2_B_FONTS = ("Go-Bold.ttf", "DejaVuSerif-Bold.ttf", "NimbusMonoPS-Bold.otf", "FreeMonoBold.ttf")
 
 Colour = tuple[int, int, int]
 
@@ -133,6 +140,7 @@ class GlyphStyle:
     spacing: float  # advance as a fraction of the glyph width (below 1: glyphs overlap)
     outline: bool = False  # hollow glyphs: only the stroke is drawn
     wave: float = 0.0  # baseline amplitude as a fraction of the size
+    size_jitter: float = 0.15  # each glyph's size varies by this fraction either way
 
 
 def glyph(char: str, font: ImageFont.FreeTypeFont, colour: Colour, angle: float, outline: bool) -> Image.Image:
@@ -154,7 +162,7 @@ def text_layer(label: str, style: GlyphStyle, colours: list[Colour], rng: random
     font_name = rng.choice(style.fonts)
     tiles = []
     for i, char in enumerate(label):
-        size = max(8, round(style.size * rng.uniform(0.85, 1.15)))
+        size = max(8, round(style.size * rng.uniform(1 - style.size_jitter, 1 + style.size_jitter)))
         angle = rng.uniform(-style.max_rotation, style.max_rotation)
         tiles.append(glyph(char, load_font(font_name, size), colours[i % len(colours)], angle, style.outline))
     widths = [tile.width for tile in tiles]
@@ -478,6 +486,33 @@ def render_hard_b(label: str, rng: random.Random) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.4)))
 
 
+def render_hard2(label: str, rng: random.Random) -> Image.Image:
+    """Hard and readable: hard's effects, but 0 and 1 unlike O and I, one glyph size, lines in another colour."""
+    size = (rng.randint(76, 86), rng.randint(30, 34))
+    image = rng.choice((flat_background, speckled_background))(size, rng)
+    colours = [dark_colour(rng)]
+    style = GlyphStyle(HARD2_FONTS, 20, 35, rng.uniform(0.85, 0.95), size_jitter=0.0)
+    place_text(image, text_layer(label, style, colours, rng), rng, fill=0.98)
+    draw_lines(image, rng.randint(0, 2), [dark_colour(rng)], rng)
+    draw_dots(image, rng.randint(5, 15), colours, rng, largest=0)
+    image = sine_warp(image, rng.uniform(0.5, 1.0), rng)
+    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.3)))
+
+
+def render_hard2_b(label: str, rng: random.Random) -> Image.Image:
+    """The held-out readable hard family: hard-b's effects in other fonts, one glyph size, less overlap."""
+    size = (rng.randint(78, 88), rng.randint(31, 35))
+    image = rng.choice((flat_background, gradient_background))(size, rng)
+    colours = [dark_colour(rng) for _ in label]
+    style = GlyphStyle(HARD2_B_FONTS, 20, 35, rng.uniform(0.82, 0.92), size_jitter=0.0)
+    place_text(image, text_layer(label, style, colours, rng), rng, fill=0.98)
+    draw_arcs(image, rng.randint(1, 2), [dark_colour(rng)], rng)
+    draw_dots(image, rng.randint(5, 15), colours, rng, largest=0)
+    image = shear(image, rng.uniform(-0.25, 0.25), image.getpixel((0, 0))[:3])
+    image = sine_warp(image, rng.uniform(0.5, 1.0), rng)
+    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.3)))
+
+
 @dataclass(frozen=True)
 class Style:
     """A named preset: how to draw, from which characters, how many."""
@@ -495,6 +530,8 @@ STYLES = {
     "heldout-plain": Style(render_heldout_plain, DIGITS + UPPER + LOWER, (4, 7), HELDOUT_PLAIN_FONTS),
     "hard": Style(render_hard, UPPER + DIGITS, (4, 5), HARD_FONTS),
     "hard-b": Style(render_hard_b, UPPER + DIGITS + "abdefghnqrt", (4, 5), HARD_B_FONTS),
+    "hard2": Style(render_hard2, UPPER + DIGITS, (4, 4), HARD2_FONTS),
+    "hard2-b": Style(render_hard2_b, UPPER + DIGITS + "abdefghnqrt", (4, 4), HARD2_B_FONTS),
 }
 
 
