@@ -99,10 +99,15 @@ def load_images(items: list[tuple[Path, str]], spec: ModelSpec) -> LabelledImage
     return LabelledImages(images, [label for _, (_, label) in good], [path for _, (path, _) in good], bad)
 
 
-def check_bad_files(bad_files: list[str], total: int, folder: str | Path) -> None:
-    """Stop when no file, or more than MAX_BAD_FRACTION of them, could be read."""
+def check_some_readable(bad_files: list[str], total: int, folder: str | Path) -> None:
+    """Stop when not one of the folder's files could be read."""
     if bad_files and len(bad_files) == total:
         raise DatasetError(f"{folder}: no readable images among {total} files (first: {bad_files[0]})")
+
+
+def check_bad_files(bad_files: list[str], total: int, folder: str | Path) -> None:
+    """Stop when no file, or more than MAX_BAD_FRACTION of them, could be read."""
+    check_some_readable(bad_files, total, folder)
     if len(bad_files) > MAX_BAD_FRACTION * total:
         raise DatasetError(f"{folder}: {len(bad_files)} of {total} files are unreadable "
                            f"(first: {bad_files[0]}); is this the right folder?")

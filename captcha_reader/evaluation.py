@@ -7,7 +7,7 @@ Works with any reader (Keras or ONNX): it needs no TensorFlow of its own.
 
 from pathlib import Path
 
-from captcha_reader.data import labelled_items, load_images
+from captcha_reader.data import check_some_readable, labelled_items, load_images
 from captcha_reader.decoding import score
 from captcha_reader.files import check_writable, write_json
 from captcha_reader.labels import chars_outside
@@ -17,7 +17,9 @@ from captcha_reader.reading import BaseReader
 def evaluate_folder(reader: BaseReader, folder: str | Path, report_path: Path) -> dict:
     """Read every labelled image in `folder`, print the scores and every misread, write a JSON report."""
     check_writable(report_path.parent, "the report")
-    data = load_images(labelled_items(folder), reader.spec)
+    items = labelled_items(folder)
+    data = load_images(items, reader.spec)
+    check_some_readable(data.bad_files, len(items), folder)  # a score of nothing would be NaN
     readings = reader.read_arrays(data.images)
     charset = reader.spec.charset
     misreads = []

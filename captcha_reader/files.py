@@ -24,8 +24,8 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def write_json(path: Path, data: object) -> None:
-    """Write JSON atomically."""
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    """Write JSON atomically; a NaN or infinity is a bug, not a value to write as invalid JSON."""
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n"))
 
 
 def check_writable(folder: Path, what: str = "the model") -> None:

@@ -29,3 +29,15 @@ def test_evaluate_default_report_beside_model(trained_model, tiny_data, tmp_path
     shutil.copy(trained_model, model)
     assert ocr_captcha.main(["--evaluate", str(tiny_data), "--model", str(model)]) == 0
     assert json.loads((tmp_path / "evaluation.json").read_text())["n"] == 64
+
+
+def test_evaluate_refuses_a_folder_without_one_readable_image(trained_model, tmp_path, capsys):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for label in ("1234", "5678"):
+        (folder / f"{label}.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    report_path = tmp_path / "r.json"
+    status = ocr_captcha.main(["--evaluate", str(folder), "--model", str(trained_model), "--report", str(report_path)])
+    assert status != 0 and not report_path.exists()
+    err = capsys.readouterr().err
+    assert "no readable images among 2 files" in err and len(err.strip().splitlines()) == 1
