@@ -68,14 +68,16 @@ class ModelSpec:
 
 def spec_mismatch(spec: ModelSpec, input_shape: tuple, output_shape: tuple) -> str | None:
     """Why a model's metadata does not describe its network (shapes with None for free dimensions), or None."""
-    numbers = (spec.height, spec.width, spec.max_label_length, spec.capacity)
+    numbers = (spec.height, spec.width, spec.min_label_length, spec.max_label_length, spec.capacity)
     if not isinstance(spec.charset, str) or not all(type(n) is int for n in numbers):
-        return f"its metadata {spec.to_dict()} is not a charset and four whole numbers"
+        return f"its metadata {spec.to_dict()} is not a charset and five whole numbers"
     if not spec.charset or len(set(spec.charset)) != len(spec.charset):
         return f"its charset {spec.charset!r} is empty or repeats a character"
     if min(numbers) < 1:
-        return (f"its geometry {spec.height}x{spec.width}, longest label {spec.max_label_length} or capacity"
-                f" {spec.capacity} is not positive")
+        return (f"its geometry {spec.height}x{spec.width}, label lengths {spec.min_label_length}-"
+                f"{spec.max_label_length} or capacity {spec.capacity} is not positive")
+    if spec.min_label_length > spec.max_label_length:
+        return f"its shortest label ({spec.min_label_length}) is longer than its longest ({spec.max_label_length})"
     if len(input_shape) != 3 or any(d not in (None, want) for d, want in zip(input_shape[1:], (spec.height, spec.width))):
         return f"its metadata says {spec.height}x{spec.width} images but the network's input is {tuple(input_shape)}"
     if len(output_shape) != 3 or output_shape[2] != spec.num_classes:

@@ -45,7 +45,7 @@ GRAPH_FORMATS = "PNG, JPEG and BMP"
 MAX_GRAPH_PIXELS = 1024 * 1024
 # The fields of meta.json that training reads, and their types.
 META_FIELDS = {"charset": str, "max_label_length": int, "most_time_steps_label": str, "height": int, "width": int,
-               "count": int}
+               "count": int, "shards": int}
 FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
     "label": tf.io.FixedLenFeature([], tf.string),
@@ -241,7 +241,11 @@ def read_meta(folder: str) -> dict:
             raise DatasetError(f"{where}: {key!r} must be {'text' if kind is str else 'a whole number'},"
                                f" got {meta.get(key)!r}"[:300])
     if min(meta[key] for key, kind in META_FIELDS.items() if kind is int) < 1:
-        raise DatasetError(f"{where}: height, width, count and max_label_length must be at least 1")
+        raise DatasetError(f"{where}: height, width, count, shards and max_label_length must be at least 1")
+    shortest = meta.get("min_label_length", DEFAULT_MIN_LABEL_LENGTH)  # absent in shards packed before it was
+    if type(shortest) is not int or not 1 <= shortest <= meta["max_label_length"]:
+        raise DatasetError(f"{where}: 'min_label_length' must be a whole number from 1 to max_label_length,"
+                           f" got {shortest!r}"[:300])
     if not meta["charset"] or len(set(meta["charset"])) != len(meta["charset"]):
         raise DatasetError(f"{where}: the charset {meta['charset']!r} is empty or repeats a character"[:300])
     return meta
@@ -253,7 +257,6 @@ def spec_for(meta: dict, height: int, width: int | None) -> ModelSpec:
         width = meta["width"]
     elif width is None:
         width = width_for(height, meta["width"] / meta["height"])
-    # Shards packed before meta.json recorded the shortest label allow any length up to the longest.
     return ModelSpec(meta["charset"], height, width, meta["max_label_length"],
                      meta.get("min_label_length", DEFAULT_MIN_LABEL_LENGTH))
 

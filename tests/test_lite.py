@@ -71,6 +71,7 @@ def test_corrupt_onnx_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("field, value, problem", [
     ("charset", "01234", "classes"), ("height", 32, "input"), ("width", 256, "input"),
+    ("min_label_length", "x", "five whole numbers"), ("min_label_length", 9, "longer than its longest"),
 ])
 def test_onnx_metadata_that_disagrees_with_the_network_is_refused(lite_model, tmp_path, field, value, problem):
     import onnx

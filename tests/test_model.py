@@ -222,6 +222,8 @@ def model_info_config(config):
     ("max_label_length", 99, "time steps"),
     ("capacity", 2, "capacity 2"),
     ("capacity", 0, "not positive"),
+    ("min_label_length", 0, "not positive"),
+    ("min_label_length", 9, "longer than its longest"),
 ])
 def test_metadata_that_disagrees_with_the_network_is_refused_on_open(trained_model, tmp_path, field, value,
                                                                         problem):

@@ -90,6 +90,8 @@ def shard_case(case, image):
         "meta without charset": (good, {k: v for k, v in GOOD_META.items() if k != "charset"}),
         "meta height a string": (good, {**GOOD_META, "height": "48"}),
         "meta width zero": (good, {**GOOD_META, "width": 0}),
+        "meta without shards": (good, {k: v for k, v in GOOD_META.items() if k != "shards"}),
+        "meta shortest label over longest": (good, {**GOOD_META, "min_label_length": 5}),
         "record without image": ([hand_made_example(label=b"1903", path=b"1903.png")] + good[1:], GOOD_META),
         "label an integer": ([hand_made_example(image=image, label=1903, path=b"1903.png")] + good[1:], GOOD_META),
         "not a TFRecord file": ([], GOOD_META),
@@ -100,7 +102,8 @@ def shard_case(case, image):
 
 
 @pytest.mark.parametrize("case", ["meta not JSON", "meta not an object", "meta without charset",
-                                  "meta height a string", "meta width zero", "record without image",
+                                  "meta height a string", "meta width zero", "meta without shards",
+                                  "meta shortest label over longest", "record without image",
                                   "label an integer", "not a TFRecord file", "label outside the charset",
                                   "label longer than meta says"])
 def test_broken_shards_stop_before_training_with_one_line(case, tiny_data, tmp_path, capsys):
