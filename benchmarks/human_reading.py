@@ -20,9 +20,10 @@ import sys
 from pathlib import Path
 
 from common import load_results, save_results
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from captcha_reader.base import UserError
+from captcha_reader.images import decode_image
 from captcha_reader.labels import list_labelled_images
 from captcha_reader.verdict import confusions, wilson_interval
 
@@ -43,18 +44,9 @@ def pick_sample(folder: Path, count: int, seed: int) -> list[tuple[Path, str]]:
     return random.Random(seed).sample(labelled, count)
 
 
-def open_image(path: Path) -> Image.Image:
-    """An image file as RGB, or a ReadingError naming it."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ReadingError(f"{path}: not a readable image ({error.__class__.__name__})") from None
-
-
 def draw_page(paths: list[Path], first_number: int) -> Image.Image:
     """Numbered, zoomed images on one page, without their labels."""
-    images = [open_image(path) for path in paths]
+    images = [decode_image(path, "RGB") for path in paths]
     tallest, widest = max(image.height for image in images), max(image.width for image in images)
     zoom = max(1, min(round(SHOWN_HEIGHT / tallest), MAX_SHOWN_WIDTH // widest))
     cell_w, cell_h = widest * zoom + NUMBER_WIDTH + 2 * MARGIN, tallest * zoom + 2 * MARGIN

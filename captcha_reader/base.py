@@ -89,6 +89,12 @@ def spec_mismatch(spec: ModelSpec, input_shape: tuple, output_shape: tuple) -> s
     return None
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message on one line, or its type's name when it has none."""
+    message = str(error).strip()
+    return message.splitlines()[0] if message else type(error).__name__
+
+
 def printable(name: str) -> str:
     r"""A file name on one line, in valid UTF-8 and unambiguous: escaped as in a Python string literal.
 

@@ -6,6 +6,7 @@ read the same way everywhere. Only Pillow and NumPy are imported here.
 
 import os
 import stat
+import struct
 import warnings
 from io import BytesIO
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
-from captcha_reader.base import ImageReadError, printable, width_for
+from captcha_reader.base import ImageReadError, first_line, printable, width_for
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 # The formats Pillow may open, whatever a file's name says: Pillow knows dozens more, and some of
@@ -110,13 +111,15 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     return image.convert("RGB").convert("L")
 
 
-def read_image(source: ImageSource, height: int, width: int, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Read an image as a float32 (height, width) array in [0, 1], resized to the model geometry."""
+# What Pillow's decoders raise on corrupt data: all mean "unreadable". Anything else is a bug of ours.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, EOFError)
+
+
+def decode_image(source: ImageSource, mode: str = "L", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """The image decoded, as the model reads it ("L": 8-bit grayscale) or for display ("RGB"); one ImageReadError if not."""
     try:
-        with_size_checked = open_image(source, max_pixels)
-        gray = to_grayscale(with_size_checked)
-        resized = gray.resize((width, height), Image.Resampling.BILINEAR)
-        return np.asarray(resized, dtype=np.float32) / 255.0
+        image = open_image(source, max_pixels)
+        return to_grayscale(image) if mode == "L" else image.convert(mode)
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -125,11 +128,15 @@ def read_image(source: ImageSource, height: int, width: int, max_pixels: int = M
         raise ImageReadError(f"{describe(source)}: is a folder, not an image") from None
     except Image.DecompressionBombError:
         raise ImageReadError(f"{describe(source)}: image too large; refused before decoding") from None
-    # Pillow's decoders raise many kinds of exception on corrupt data (OSError,
-    # SyntaxError, ValueError, struct.error, EOFError, ...): all mean "unreadable".
-    except Exception as exc:  # noqa: BLE001
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ImageReadError(f"{describe(source)}: not a readable image ({reason})") from None
+    except DECODE_ERRORS as exc:
+        raise ImageReadError(f"{describe(source)}: not a readable image ({first_line(exc)})") from None
+
+
+def read_image(source: ImageSource, height: int, width: int, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read an image as a float32 (height, width) array in [0, 1], resized to the model geometry."""
+    gray = decode_image(source, "L", max_pixels)
+    resized = gray.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.float32) / 255.0
 
 
 def image_size(path: Union[str, Path]) -> tuple[int, int]:
@@ -139,8 +146,10 @@ def image_size(path: Union[str, Path]) -> tuple[int, int]:
             return image.size
     except ImageReadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure means an unreadable header
-        raise ImageReadError(f"{describe(path)}: not a readable image ({type(exc).__name__})") from None
+    except FileNotFoundError:
+        raise ImageReadError(f"{describe(path)}: no such file") from None
+    except DECODE_ERRORS as exc:
+        raise ImageReadError(f"{describe(path)}: not a readable image ({first_line(exc)})") from None
 
 
 def geometry_for(sizes: list[tuple[int, int]], height: int) -> tuple[int, int]:

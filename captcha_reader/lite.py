@@ -15,7 +15,7 @@ from typing import Union
 
 import numpy as np
 
-from captcha_reader.base import ModelLoadError, ModelSpec, spec_mismatch
+from captcha_reader.base import ModelLoadError, ModelSpec, first_line, spec_mismatch
 from captcha_reader.reading import BaseReader, existing_model
 
 METADATA_KEY = "ocr_captcha"
@@ -72,8 +72,7 @@ def load_lite_reader(path: Union[str, Path]) -> LiteReader:
         metadata = json.loads(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
         reader = LiteReader(session, metadata)
     except Exception as error:  # noqa: BLE001 - onnxruntime and a bad file raise many types; all mean "unusable"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"{path}: not a usable ocr_captcha ONNX model ({reason[:300]})") from None
+        raise ModelLoadError(f"{path}: not a usable ocr_captcha ONNX model ({first_line(error)[:300]})") from None
     mismatch = spec_mismatch(reader.spec, free_dimensions(session.get_inputs()[0].shape),
                              free_dimensions(session.get_outputs()[0].shape))
     if mismatch:

@@ -16,6 +16,7 @@ from captcha_reader.base import (
     FORMAT_VERSION,
     ModelLoadError,
     ModelSpec,
+    first_line,
     spec_mismatch,
 )
 from captcha_reader.labels import encode_label
@@ -214,8 +215,7 @@ def load_keras_reader(path: str | Path) -> KerasReader:
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file; all mean "unusable"
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"{path}: not a usable ocr_captcha model ({reason[:300]})") from None
+        raise ModelLoadError(f"{path}: not a usable ocr_captcha model ({first_line(error)[:300]})") from None
     spec = model_info(model).spec
     mismatch = spec_mismatch(spec, tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)) or capacity_mismatch(
         model, spec)

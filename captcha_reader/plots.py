@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from captcha_reader.images import decode_image  # noqa: E402
 from captcha_reader.tf_import import keras  # noqa: E402
 
 
@@ -112,8 +113,6 @@ def save_training_plots(folder: Path, history: dict, model: keras.Model, images:
 
 def save_contact_sheet(ranking: list[dict], path: Path, count: int = 40) -> None:
     """The audit's most suspicious files: each image with its given label, the reading and p(label)."""
-    from PIL import Image
-
     rows_shown = ranking[:count]
     columns = 4
     rows = max(1, int(np.ceil(len(rows_shown) / columns)))
@@ -121,8 +120,7 @@ def save_contact_sheet(ranking: list[dict], path: Path, count: int = 40) -> None
     for axis in axes.flat:
         axis.axis("off")
     for rank, (axis, row) in enumerate(zip(axes.flat, rows_shown), start=1):
-        with Image.open(row["path"]) as image:
-            axis.imshow(image.convert("RGB"))
+        axis.imshow(decode_image(row["path"], "RGB"))
         axis.set_title(f"#{rank} label {row['label']!r} read {row['pred']!r}\np={row['p_label']:.2g}  "
                        f"{Path(row['path']).name}", fontsize=7, color="red" if row["label"] != row["pred"] else "black")
     figure.tight_layout()
