@@ -162,5 +162,5 @@ def test_human_reading_refuses_bad_input_in_one_line(tmp_path):
     (folder / "EF56.png").write_bytes(b"not a png")
     broken = run_human_reading("sheet", str(folder), "--count", "3", "--out", str(tmp_path / "broken"))
     assert broken.returncode != 0 and broken.stderr.strip().splitlines() == [
-        f"error: {folder / 'EF56.png'}: not a readable image (UnidentifiedImageError)"]
+        f"error: {folder / 'EF56.png'}: not a readable image (not PNG, JPEG, GIF, BMP or WEBP)"]
     assert not (tmp_path / "broken").exists()
