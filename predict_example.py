@@ -57,6 +57,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--charset", help="allowed characters, a subset of the model's (default: all of them)")
     parser.add_argument("--greedy", action="store_true",
                         help="greedy decoding: the best class at each step, any length and character")
+    # Listed for --help only: main() hands a command line with --serve to the service's own parser.
     parser.add_argument("--serve", action="store_true",
                         help="serve --model over HTTP instead (default model/ocr_captcha.onnx; "
                              "python -m captcha_reader.service --help lists its flags)")

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from captcha_reader.base import BLANK_INDEX, ModelSpec, TextFormatError
-from captcha_reader.labels import decode_indices, encode_label
+from captcha_reader.labels import chars_outside, decode_indices, encode_label
 
 
 class Reading(NamedTuple):
@@ -62,7 +62,7 @@ def resolve_format(spec: ModelSpec, text_format: TextFormat | None) -> TextForma
     own = model_format(spec)
     charset = own.charset if text_format is None or text_format.charset is None else text_format.charset
     low, high = own.lengths if text_format is None or text_format.lengths is None else text_format.lengths
-    unknown = "".join(dict.fromkeys(c for c in charset if c not in spec.charset))
+    unknown = chars_outside(charset, spec.charset)
     if not charset or unknown:
         raise TextFormatError(f"charset {charset!r}: the model reads only {spec.charset!r}"
                               + (f" (not {unknown!r})" if unknown else ""))

@@ -139,9 +139,9 @@ def write_log_row(path: Path, epoch: int, logs: dict) -> None:
 
 
 def task_description(strategy: tf.distribute.Strategy) -> str:
-    """'worker 1 of 2' style text for the log."""
+    """The strategy's name for the log; for several workers also this one's task and how many workers there are."""
     if not is_multiworker(strategy):
         return type(strategy).__name__
     resolver = strategy.cluster_resolver
-    workers = len(json.loads(os.environ["TF_CONFIG"])["cluster"].get("worker", []))
+    workers = len(resolver.cluster_spec().as_dict().get("worker", []))
     return f"MultiWorkerMirroredStrategy, {resolver.task_type} {resolver.task_id} ({workers} workers)"

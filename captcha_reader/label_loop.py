@@ -17,7 +17,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -38,7 +37,7 @@ from captcha_reader.labels import (
     read_label_rows,
 )
 from captcha_reader.reading import BaseReader
-from captcha_reader.settings import MAX_AUTO_EPOCHS, MIN_AUTO_EPOCHS
+from captcha_reader.settings import epochs_to_see
 
 WORK_DIR = ".labelling"  # inside the labelled folder: the page's model and reports
 NOTE_UNREADABLE = "unreadable"
@@ -303,7 +302,7 @@ def update_progress(progress: TrainingProgress, line: str) -> TrainingProgress:
 
 def fine_tune_epochs(labelled: int) -> int:
     """Epochs for fine-tuning on `labelled` images: enough to see FINE_TUNE_IMAGES of them, at most MAX_AUTO_EPOCHS."""
-    return max(MIN_AUTO_EPOCHS, min(MAX_AUTO_EPOCHS, math.ceil(FINE_TUNE_IMAGES / max(1, labelled))))
+    return epochs_to_see(FINE_TUNE_IMAGES, labelled)
 
 
 def fine_tuning_start(model: Path, init_from: Path) -> Path:

@@ -25,7 +25,7 @@ from captcha_reader.base import (
     ModelSpec,
     width_for,
 )
-from captcha_reader.data import labelled_items
+from captcha_reader.data import check_some_readable, labelled_items
 from captcha_reader.images import (
     describe,
     geometry_for,
@@ -206,8 +206,7 @@ def pack_folder(source: str, out: str, shards: int, height: int) -> dict:
         good.append(label)
     for writer in writers:
         writer.close()
-    if not good:
-        raise DatasetError(f"{source}: no readable images among {len(items)} files")
+    check_some_readable(bad, len(items), source)
     geometry = geometry_for(sizes, height)
     meta = {"charset": charset_from_labels(good), "max_label_length": max(map(len, good)),
             "min_label_length": min(map(len, good)),

@@ -96,6 +96,11 @@ class TrainingPlan:
     augment: bool
 
 
+def epochs_to_see(images: int, n_train: int) -> int:
+    """Epochs over `n_train` images that show at least `images` of them, from MIN_AUTO_EPOCHS to MAX_AUTO_EPOCHS."""
+    return max(MIN_AUTO_EPOCHS, min(MAX_AUTO_EPOCHS, math.ceil(images / max(1, n_train))))
+
+
 def plan_training(settings: TrainingSettings, n_train: int) -> TrainingPlan:
     """Batch size, epochs, patience and augmentation from the settings and the data size.
 
@@ -106,7 +111,7 @@ def plan_training(settings: TrainingSettings, n_train: int) -> TrainingPlan:
     DEFAULT_PATIENCE: a quarter stopped runs that still improved (benchmarks/levers.md).
     """
     small = n_train < SMALL_DATA_BELOW
-    epochs = settings.epochs or max(MIN_AUTO_EPOCHS, min(MAX_AUTO_EPOCHS, math.ceil(MIN_TRAINING_IMAGES / max(1, n_train))))
+    epochs = settings.epochs or epochs_to_see(MIN_TRAINING_IMAGES, n_train)
     return TrainingPlan(
         batch_size=settings.batch_size or (SMALL_DATA_BATCH_SIZE if small else DEFAULT_BATCH_SIZE),
         epochs=epochs,

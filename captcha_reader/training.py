@@ -60,6 +60,9 @@ layers = keras.layers
 # What a run writes beside the model (and model.prev.keras, the model it replaces).
 RUN_OUTPUTS = ("split.json", "training_log.csv", "bad_files.txt", "test_report.json", "learning_curve.png",
                "model_structure.png", "sample_predictions.png")
+# Shuffle all training images up to this many (a buffer of images in memory); a larger set, or a
+# stream of shards, is shuffled within a window of this size.
+MAX_SHUFFLE_BUFFER = 20_000
 
 
 # ---------------------------------------------------------------------------
@@ -111,11 +114,15 @@ def starting_model(settings: TrainingSettings, found: ModelSpec) -> str | None:
     return str(BASE_MODEL)
 
 
+def describe_data(where: str, spec: ModelSpec) -> None:
+    """Print how many images a run trains on and what they ask of the network."""
+    print(f"{where}; charset {spec.charset!r} ({len(spec.charset)}), labels of {spec.min_label_length} to "
+          f"{spec.max_label_length} characters; input {spec.height}x{spec.width}, {spec.time_steps} time steps")
+
+
 def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: list[tuple[Path, str]]) -> TrainingData:
     """A folder's labelled images (`items`), decoded into memory and split by a seeded permutation."""
-    print(f"{len(items)} images in {settings.data_dir}; charset {spec.charset!r} ({len(spec.charset)}), "
-          f"labels of {spec.min_label_length} to {spec.max_label_length} characters; "
-          f"input {spec.height}x{spec.width}, {spec.time_steps} time steps")
+    describe_data(f"{len(items)} images in {settings.data_dir}", spec)
     data = load_training_images(items, spec, settings.data_dir)
     list_bad_files(data.bad_files, Path(settings.model).with_name("bad_files.txt"))
     train_idx, val_idx = split_indices(len(data.labels), settings.val_split, settings.seed)
@@ -132,9 +139,7 @@ def shard_training_data(settings: TrainingSettings, spec: ModelSpec) -> Training
     """TFRecord shards made by tools/pack_tfrecords.py: training streams, validation is held in memory."""
     meta = records.read_meta(settings.data_dir)
     check_time_steps([meta["most_time_steps_label"]], spec)
-    print(f"{meta['count']} images in {meta['shards']} shards in {settings.data_dir}; charset {spec.charset!r}, "
-          f"labels of {spec.min_label_length} to {spec.max_label_length} characters; "
-          f"input {spec.height}x{spec.width}, {spec.time_steps} time steps")
+    describe_data(f"{meta['count']} images in {meta['shards']} shards in {settings.data_dir}", spec)
     examples = records.examples(settings.data_dir, spec)
 
     def held_out(image: tf.Tensor, label: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
@@ -183,7 +188,7 @@ def augmentation(seed: int) -> keras.Sequential:
 
 
 def batched(elements: tf.data.Dataset, batch_size: int, shuffle_seed: int | None = None, augment: bool = False,
-            shuffle_buffer: int = 20000) -> tf.data.Dataset:
+            *, shuffle_buffer: int) -> tf.data.Dataset:
     """Batch (image, label) elements; with a seed reshuffle every epoch, and optionally augment (training)."""
     if shuffle_seed is not None:
         elements = elements.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -263,12 +268,12 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                 variable.assign(keras.ops.zeros_like(variable))
 
 
-def describe_plan(plan: TrainingPlan, settings: TrainingSettings, n_train: int, replicas: int) -> None:
+def describe_plan(plan: TrainingPlan, settings: TrainingSettings, n_train: int, global_batch: int,
+                  steps_per_epoch: int) -> None:
     """Print what the run will do, and which of it the settings chose."""
     print(f"augmentation {'on' if plan.augment else 'off'} ({n_train} training images"
-          f"{'' if settings.augment is None else ', chosen by setting'}); global batch {plan.batch_size * replicas}")
+          f"{'' if settings.augment is None else ', chosen by setting'}); global batch {global_batch}")
     if settings.epochs is None:
-        steps_per_epoch = int(np.ceil(n_train / (plan.batch_size * replicas)))
         print(f"training for up to {plan.epochs} epochs of {steps_per_epoch} steps (patience {plan.patience})")
 
 
@@ -282,12 +287,12 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
     strategy = strategy or tf.distribute.get_strategy()
     replicas = strategy.num_replicas_in_sync
     plan = plan_training(settings, n_train)
-    describe_plan(plan, settings, n_train, replicas)
     global_batch = plan.batch_size * replicas
-    train_ds = batched(train_elements, global_batch, settings.seed, plan.augment,
-                       shuffle_buffer=min(max(1, n_train), 20000))
-    val_ds = make_dataset(val_images, val_encoded, global_batch) if len(val_images) else None
     steps_per_epoch = int(np.ceil(n_train / global_batch))
+    describe_plan(plan, settings, n_train, global_batch, steps_per_epoch)
+    train_ds = batched(train_elements, global_batch, settings.seed, plan.augment,
+                       shuffle_buffer=min(max(1, n_train), MAX_SHUFFLE_BUFFER))
+    val_ds = make_dataset(val_images, val_encoded, global_batch) if len(val_images) else None
     multiworker = distributed.is_multiworker(strategy)
     with strategy.scope():
         compile_model(model, settings.learning_rate, plan.epochs * steps_per_epoch, steps_per_epoch,
