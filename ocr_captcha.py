@@ -63,6 +63,7 @@ def int_at_least(low: int):
     """argparse type: an integer of at least `low`."""
 
     def parse(text: str) -> int:
+        """The integer in `text`, refused below `low`."""
         value = int(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")

@@ -86,6 +86,7 @@ def load_images(items: list[tuple[Path, str]], spec: ModelSpec) -> LabelledImage
     """Decode every image with the shared reader, skipping (and listing) unreadable files."""
 
     def read(item: tuple[Path, str]) -> np.ndarray | ImageReadError:
+        """One image's pixels, or the error that names why it cannot be read."""
         try:
             return read_image(item[0], spec.height, spec.width)
         except ImageReadError as error:

@@ -26,7 +26,7 @@ from captcha_reader.files import check_writable
 from captcha_reader.model import KerasReader
 from captcha_reader.tf_import import keras, tf
 
-# Quantized by --int8: the LSTMs and the dense layers. Int8 convolutions (ConvInteger) ran 3-4x slower
+# Quantized by --int8: the LSTMs and the dense layers. Int8 convolutions (ConvInteger) ran 3-5x slower
 # than float ones here, and static quantization of the convolutions cost 0.2 points (benchmarks/levers.md).
 INT8_OPS = ["MatMul", "LSTM"]
 

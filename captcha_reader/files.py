@@ -1,7 +1,8 @@
 """Writing files so that nothing is lost: atomic replacement, durable appends, a writable-folder check, a run lock.
 
-Every file is written beside its target under a temporary name and moved into place, so a
-crash leaves either the old file or the new one, never half of one.
+A file is replaced by writing it beside its target under a temporary name and moving it into
+place, so a crash leaves either the old file or the new one, never half of one; a log grows by
+appends that are flushed to disk before they return.
 """
 
 import contextlib

@@ -214,6 +214,7 @@ def order_queue(names: Sequence[str], suggestions: dict[str, Suggestion], order:
         return sorted(names)
 
     def confidence(name: str) -> float:
+        """The suggestion's confidence; -1 for an image without one."""
         return suggestions[name].confidence if name in suggestions else -1.0
 
     sign = 1 if order == "uncertain" else -1

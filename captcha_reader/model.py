@@ -209,7 +209,7 @@ def check_archive_sizes(path: Path) -> None:
 
 
 def load_keras_reader(path: str | Path) -> KerasReader:
-    """Load a saved model (safe mode on: nothing in the file is executed) as a Reader, its metadata checked."""
+    """Load a saved model (safe mode on: nothing in the file is executed) as a KerasReader, its metadata checked."""
     path = existing_model(path)
     check_archive_sizes(path)
     try:

@@ -212,7 +212,8 @@ class BodyLimit:
             return
         received = 0
 
-        async def limited_receive():
+        async def limited_receive() -> dict:
+            """The next ASGI message of the body, refused once the body passes the limit."""
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))

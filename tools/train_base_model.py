@@ -1,6 +1,6 @@
 """Train the shipped base model: draw its seeded training mixture, train on it, install it in the package.
 
-    python tools/train_base_model.py                      # about 80 minutes on a 2-core CPU
+    python tools/train_base_model.py    # about an hour on a 2-core CPU (base.json: 5 min drawing, 53 training)
     python tools/train_base_model.py --count 2000 --epochs 1 --out /tmp/base.keras   # a smoke run
 
 The mixture (every image depends only on its part's seed and index, as in the generators):
@@ -8,8 +8,8 @@ The mixture (every image depends only on its part's seed and index, as in the ge
             warps, lines, arcs, dots, blur, JPEG; 3 to 8 characters of 0-9, A-Z, a-z.
   package   the `captcha` package's ImageCaptcha (the generator of the shipped example data) at
             widths that fit 3 to 8 characters, from 0-9 A-Z a-z or (a quarter of them) digits alone.
-The held-out styles (heldout-a, heldout-b, heldout-plain, hard) and every public captcha dataset stay out of it:
-they are what the base model is measured on. The model is an ordinary model of ours, 48x160
+The held-out styles (heldout-a, heldout-b, heldout-plain, hard, hard-b, hard2, hard2-b) and every
+public captcha dataset stay out of it: they are what the base model is measured on. The model is an ordinary model of ours, 48x160
 pixels; its recipe and validation scores are written beside it as base.json.
 """
 
