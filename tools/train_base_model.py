@@ -9,8 +9,9 @@ The mixture (every image depends only on its part's seed and index, as in the ge
   package   the `captcha` package's ImageCaptcha (the generator of the shipped example data) at
             widths that fit 3 to 8 characters, from 0-9 A-Z a-z or (a quarter of them) digits alone.
 The held-out styles (heldout-a, heldout-b, heldout-plain, hard, hard-b, hard2, hard2-b) and every
-public captcha dataset stay out of it: they are what the base model is measured on. The model is an ordinary model of ours, 48x160
-pixels; its recipe and validation scores are written beside it as base.json.
+public captcha dataset stay out of it: they are what the base model is measured on. The model is
+an ordinary model of ours, 48x160 pixels; its recipe and validation scores are written beside it
+as base.json.
 """
 
 import argparse
