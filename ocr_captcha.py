@@ -58,6 +58,9 @@ from captcha_reader.settings import (
     port_number,
 )
 
+# The jobs besides training, one flag each (mutually exclusive); their dests on the parsed flags.
+MODES = ("label", "evaluate", "audit", "export_lite", "export_savedmodel")
+
 
 def int_at_least(low: int):
     """argparse type: an integer of at least `low`."""
@@ -145,7 +148,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="tf.distribute strategy; multiworker reads TF_CONFIG (default: %(default)s)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output")
     args = parser.parse_args(argv)
-    if args.init_from and (args.evaluate or args.audit or args.export_lite or args.export_savedmodel or args.label):
+    if args.init_from and mode_of(args) != "train":
         parser.error("--init-from is for training only")
     if args.int8 and not args.export_lite:
         parser.error("--int8 goes with --export-lite")
@@ -154,6 +157,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.model is None and not args.label:
         args.model = DEFAULT_MODEL  # --label alone means "suggest with the base model, if any"
     return args
+
+
+def mode_of(args: argparse.Namespace) -> str:
+    """Which job the flags ask for: the first mode flag given, else training."""
+    return next((mode for mode in MODES if getattr(args, mode)), "train")
 
 
 def settings_from(args: argparse.Namespace) -> TrainingSettings:
@@ -238,8 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        training = not (args.label or args.evaluate or args.audit or args.export_lite or args.export_savedmodel)
-        if training and has_backup(Path(args.model)):
+        if mode_of(args) == "train" and has_backup(Path(args.model)):
             print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
         else:
             print("interrupted", file=sys.stderr)

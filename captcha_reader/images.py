@@ -148,6 +148,8 @@ def image_size(path: Union[str, Path]) -> tuple[int, int]:
         raise
     except FileNotFoundError:
         raise ImageReadError(f"{describe(path)}: no such file") from None
+    except Image.DecompressionBombError:
+        raise ImageReadError(f"{describe(path)}: image too large; refused before decoding") from None
     except DECODE_ERRORS as exc:
         raise ImageReadError(f"{describe(path)}: not a readable image ({first_line(exc)})") from None
 

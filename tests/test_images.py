@@ -82,6 +82,14 @@ def test_decompression_bomb_refused_from_header_without_allocating():
     assert peak < 10_000_000
 
 
+@pytest.mark.parametrize("side", [5000, 30000])  # over our limit; over Pillow's own too (it raises, not warns)
+def test_image_size_refuses_a_bomb_in_one_error(tmp_path, side):
+    path = tmp_path / "1234.png"
+    path.write_bytes(bomb_png(side, side))
+    with pytest.raises(ImageReadError, match="too large"):
+        image_size(path)
+
+
 def test_mixed_sizes_are_resized(reader, tmp_path):
     from PIL import Image
     sizes = [(160, 60), (70, 30), (400, 90), (33, 200)]
