@@ -88,6 +88,7 @@ def export_savedmodel(reader: KerasReader, folder: Path) -> Path:
     target = folder / "1"
     if target.exists():
         raise DatasetError(f"{target} already exists; remove it or export to another folder")
+    check_writable(folder, "the SavedModel")
     spec, model = reader.spec, reader.model
     characters = tf.constant([""] + list(spec.charset))  # the blank (class 0) spells nothing
 
@@ -109,7 +110,6 @@ def export_savedmodel(reader: KerasReader, folder: Path) -> Path:
     archive.track(model)
     archive.add_endpoint("serving_default", serve, [tf.TensorSpec([None], tf.string, name="image_bytes")])
     tmp = folder / f".1.tmp-{os.getpid()}"
-    folder.mkdir(parents=True, exist_ok=True)
     try:
         archive.write_out(str(tmp), verbose=False)
         os.replace(tmp, target)

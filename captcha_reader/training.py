@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from captcha_reader import distributed, records
-from captcha_reader.base import DatasetError, ModelSpec, UserError
+from captcha_reader.base import DatasetError, ModelSpec
 from captcha_reader.data import (
     encode_labels,
     infer_spec,
@@ -347,16 +347,6 @@ def save_model(model: keras.Model, path: Path) -> None:
     write_atomically(path, lambda tmp: inference_model.save(tmp))
 
 
-def existing_score(model_path: Path) -> float:
-    """The validation sequence accuracy recorded in the model already at `model_path`, or -1 if none is usable."""
-    if not model_path.is_file():
-        return -1.0
-    try:
-        return float(load_keras_reader(model_path).validation.get("seq_acc", -1.0))
-    except UserError:
-        return -1.0
-
-
 def train(settings: TrainingSettings) -> KerasReader | None:
     """Train on a labelled folder (or TFRecord shards) and save the model, its split, log and plots.
 
@@ -458,9 +448,10 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
           f"({len(data.val_labels)} images, {seconds:.0f} s of training)")
     verdict = judge_validation(data.val_labels, [r.text for r in readings], data.val_images, data.spec)
     print("\n".join(verdict.lines))
-    if verdict.learned_nothing and existing_score(model_path) > seq_acc:
+    if verdict.learned_nothing and model_path.is_file():
+        # Never over a model: it would push that one to .prev.keras, and a second such run would lose it.
         shutil.rmtree(scratch_dir(model_path), ignore_errors=True)  # nothing worth resuming
-        raise DatasetError(f"training learned nothing, so the better model already in {model_path} was kept; "
+        raise DatasetError(f"training learned nothing, so the model already in {model_path} was kept; "
                            "see the likely causes above")
 
     save_model(model, model_path)

@@ -141,3 +141,12 @@ def test_int8_goes_with_export_lite():
     assert ocr_captcha.parse_args(["--export-lite", "m.onnx", "--int8"]).int8
     with pytest.raises(SystemExit):
         ocr_captcha.parse_args(["--int8"])
+
+
+@pytest.mark.parametrize("flag", ["--export-savedmodel", "--export-lite"])
+def test_export_under_a_file_is_one_line(trained_model, tmp_path, capsys, flag):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert ocr_captcha.main([flag, str(blocker / "sub" / "out"), "--model", str(trained_model)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {blocker}: is a file, not a folder") and len(err.strip().splitlines()) == 1
