@@ -48,6 +48,8 @@ from captcha_reader.settings import (
     DEFAULT_SEED,
     DEFAULT_VAL_SPLIT,
     MAX_AUTO_EPOCHS,
+    MAX_IMG_HEIGHT,
+    MAX_IMG_WIDTH,
     MIN_AUTO_EPOCHS,
     MIN_IMG_HEIGHT,
     MIN_TRAINING_IMAGES,
@@ -135,9 +137,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-split", type=fraction, default=DEFAULT_VAL_SPLIT,
                         help="fraction of images held out for validation (default: %(default)s)")
     parser.add_argument("--img-height", type=int_at_least(MIN_IMG_HEIGHT), default=DEFAULT_IMG_HEIGHT,
-                        help="model input height (default: %(default)s)")
+                        help=f"model input height, {MIN_IMG_HEIGHT} to {MAX_IMG_HEIGHT} (default: %(default)s)")
     parser.add_argument("--img-width", type=int_at_least(1), default=None,
-                        help="model input width (default: from the median aspect ratio of the data)")
+                        help=f"model input width, at most {MAX_IMG_WIDTH} (default: from the median aspect ratio of"
+                             " the data)")
     parser.add_argument("--capacity", type=int_at_least(1), default=None,
                         help=f"convolution filters: 16, 32 and 64 times this (default: {DEFAULT_CAPACITY};"
                              " fine-tuning keeps the model's own)")

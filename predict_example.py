@@ -36,6 +36,7 @@ from captcha_reader.base import (
     printable,
 )
 from captcha_reader.decoding import TextFormat
+from captcha_reader.images import IMAGE_EXTENSIONS
 from captcha_reader.labels import list_images
 from captcha_reader.readers import RUNTIMES, open_reader
 from captcha_reader.reading import BaseReader, Reading, named_model
@@ -71,8 +72,13 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], bool]:
     """Image paths for files and folders as given, and whether the output needs a path per line."""
     paths: list[str] = []
     for item in inputs:
+        if not item:
+            raise DatasetError("an empty path among the inputs: name an image file or a folder")
         if Path(item).is_dir():
-            paths.extend(str(Path(item) / p.name) for p in list_images(item))
+            images = list_images(item)
+            if not images:
+                raise DatasetError(f"{printable(item)}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+            paths.extend(str(Path(item) / p.name) for p in images)
         else:
             paths.append(item)
     many = len(inputs) > 1 or any(Path(item).is_dir() for item in inputs)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, width_for
+from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, printable, width_for
 from captcha_reader.images import IMAGE_EXTENSIONS, geometry_for, image_size, read_image
 from captcha_reader.labels import (
     LABELS_CSV,
@@ -22,7 +22,7 @@ from captcha_reader.labels import (
     list_images,
     list_labelled_images,
 )
-from captcha_reader.settings import DEFAULT_CAPACITY
+from captcha_reader.settings import DEFAULT_CAPACITY, MAX_IMG_WIDTH
 
 # A folder with more unreadable files than this is more likely the wrong folder than a few bad downloads.
 MAX_BAD_FRACTION = 0.10
@@ -44,6 +44,11 @@ def labelled_items(folder: str | Path) -> list[tuple[Path, str]]:
         raise DatasetError(f"{folder}: no labelled images (its {LABELS_CSV} leaves every image out)")
     if not items:
         raise DatasetError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    unnamed = [path for path, label in items if not label]
+    if unnamed:
+        others = f" (and {len(unnamed) - 1} more)" if len(unnamed) > 1 else ""
+        raise DatasetError(f"{printable(str(unnamed[0]))}{others}: the file name gives an empty label (the label is"
+                           " the name before any '_'); rename it, or label it in labels.csv")
     return items
 
 
@@ -58,6 +63,9 @@ def infer_spec(items: list[tuple[Path, str]], height: int, width: int | None) ->
             except ImageReadError:
                 continue  # reported once, when the images are decoded
         height, width = geometry_for(sizes or [(height, height)], height)
+        if width > MAX_IMG_WIDTH:
+            raise DatasetError(f"the images are {width / height:.0f} times as wide as tall: at height {height} the"
+                               f" input would be {width} wide (at most {MAX_IMG_WIDTH}); crop them, or pass --img-width")
     return ModelSpec(
         charset=charset_from_labels(labels),
         height=height,

@@ -7,6 +7,7 @@ Works with any reader (Keras or ONNX): it needs no TensorFlow of its own.
 
 from pathlib import Path
 
+from captcha_reader.base import printable
 from captcha_reader.data import check_some_readable, labelled_items, load_images
 from captcha_reader.decoding import score
 from captcha_reader.files import check_writable, write_json
@@ -36,9 +37,9 @@ def evaluate_folder(reader: BaseReader, folder: str | Path, report_path: Path) -
               "chars_outside_charset": outside_all, "unreadable": data.bad_files}
     for misread in misreads:
         note = f"  (not in the model's charset: {misread['outside_charset']!r})" if "outside_charset" in misread else ""
-        print(f"misread {misread['path']}: truth {misread['truth']!r}, read {misread['pred']!r}, "
+        print(f"misread {printable(misread['path'])}: truth {misread['truth']!r}, read {misread['pred']!r}, "
               f"confidence {misread['confidence']:.3f}{note}")
-    print(f"{folder}: sequence accuracy {seq_acc:.4f}, character error rate {cer:.4f} "
+    print(f"{printable(str(folder))}: sequence accuracy {seq_acc:.4f}, character error rate {cer:.4f} "
           f"({len(misreads)} misreads in {len(data.labels)} images)")
     if outside_all:
         print(f"labels use characters the model cannot read: {outside_all!r}")

@@ -25,7 +25,16 @@ import threading
 from pathlib import Path
 from typing import Literal, NamedTuple, Sequence
 
-from captcha_reader.base import DatasetError, ImageReadError, ModelLoadError, ModelSpec, TextFormatError, UserError
+from captcha_reader.base import (
+    DatasetError,
+    ImageReadError,
+    ModelLoadError,
+    ModelSpec,
+    TextFormatError,
+    UserError,
+    printable,
+)
+from captcha_reader.images import IMAGE_EXTENSIONS
 from captcha_reader.decoding import TextFormat, resolve_format
 from captcha_reader.files import append_durably
 from captcha_reader.labels import (
@@ -106,6 +115,8 @@ class LabelStore:
         self.folder = Path(folder)
         self.csv_path = self.folder / LABELS_CSV
         self.names = [p.name for p in list_images(self.folder)]
+        if not self.names:  # refused before labels.csv or the work folder is written into it
+            raise DatasetError(f"{printable(str(self.folder))}: no images to label ({', '.join(IMAGE_EXTENSIONS)})")
         self._known = set(self.names)
         self._lock = threading.Lock()
         self.rows: dict[str, LabelRow] = read_label_rows(self.csv_path) if self.csv_path.is_file() else {}

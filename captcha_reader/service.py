@@ -44,7 +44,7 @@ from starlette.exceptions import HTTPException
 from captcha_reader.base import DatasetError, ImageReadError, UserError
 from captcha_reader.images import describe, read_image
 from captcha_reader.readers import open_reader
-from captcha_reader.reading import BaseReader, Reading
+from captcha_reader.reading import BaseReader, Reading, named_model
 from captcha_reader.settings import port_number
 
 DEFAULT_SERVICE_MODEL = "model/ocr_captcha.onnx"
@@ -458,7 +458,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve a captcha model over HTTP (POST /read, GET /model, GET /health,"
                                                  " demo page at /, docs at /docs).")
     parser.add_argument("--model", default=DEFAULT_SERVICE_MODEL,
-                        help="an .onnx export (onnxruntime, no TensorFlow) or a .keras model (default: %(default)s)")
+                        help="an .onnx export (onnxruntime, no TensorFlow), a .keras model, or base for the shipped base"
+                             " model (default: %(default)s)")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="port (default: %(default)s)")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,
@@ -493,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(args)
         check_port_free(args.host, args.port)
-        reader = open_reader(args.model)
+        reader = open_reader(named_model(args.model))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -34,6 +34,9 @@ SMALL_DATA_BELOW = 2000
 SMALL_DATA_BATCH_SIZE = 16
 # Three poolings halve the height: a smaller input leaves the network no rows to read.
 MIN_IMG_HEIGHT = 8
+# Far beyond any captcha, and a bound on memory: a run holds its images decoded at this geometry.
+MAX_IMG_HEIGHT = 256
+MAX_IMG_WIDTH = 2048
 # Settings that do not change what a run computes: left out of the key that lets a run resume.
 NOT_IN_RUN_KEY = ("model", "test_dir", "restart", "verbose")
 
@@ -76,8 +79,10 @@ class TrainingSettings:
             raise DatasetError(f"seed must be 0 or more, got {self.seed}")
         if not 0 <= self.val_split <= 0.9:
             raise DatasetError(f"validation split must be between 0 and 0.9, got {self.val_split}")
-        if self.img_height < MIN_IMG_HEIGHT:
-            raise DatasetError(f"image height must be at least {MIN_IMG_HEIGHT}, got {self.img_height}")
+        if not MIN_IMG_HEIGHT <= self.img_height <= MAX_IMG_HEIGHT:
+            raise DatasetError(f"image height must be {MIN_IMG_HEIGHT} to {MAX_IMG_HEIGHT}, got {self.img_height}")
+        if self.img_width is not None and self.img_width > MAX_IMG_WIDTH:
+            raise DatasetError(f"image width must be at most {MAX_IMG_WIDTH}, got {self.img_width}")
         if self.strategy not in STRATEGIES:
             raise DatasetError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
 

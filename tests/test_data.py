@@ -39,6 +39,16 @@ def test_labels_csv_feeds_training(tiny_data, tmp_path):
     assert (spec.min_label_length, spec.max_label_length) == (3, 4)
 
 
+def test_a_file_name_with_an_empty_label_is_refused_before_training(tiny_data, tmp_path):
+    folder = tmp_path / "unnamed"
+    shutil.copytree(tiny_data, folder)
+    shutil.copy(sorted(folder.iterdir())[0], folder / "_x.png")
+    with pytest.raises(DatasetError, match=r"_x\.png: the file name gives an empty label"):
+        labelled_items(folder)
+    (folder / "labels.csv").write_text("path,label\n_x.png,1234\n")  # labels.csv may name it instead
+    assert ("1234" in {label for _, label in labelled_items(folder)})
+
+
 def test_fine_tuned_spec_takes_charset_lengths_and_aspect_of_its_new_data():
     base = ModelSpec("0123456789", 48, 128, 4, 4)
     found = ModelSpec("ab", 30, 90, 7, 5)

@@ -41,3 +41,14 @@ def test_evaluate_refuses_a_folder_without_one_readable_image(trained_model, tmp
     assert status != 0 and not report_path.exists()
     err = capsys.readouterr().err
     assert "no readable images among 2 files" in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_prints_a_file_name_with_a_newline_on_one_line(trained_model, tiny_data, tmp_path, capsys):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    shutil.copy(sorted(tiny_data.iterdir())[0], folder / "12\n34.png")  # a label the model cannot read: a misread
+    assert ocr_captcha.main(["--evaluate", str(folder), "--model", str(trained_model),
+                             "--report", str(tmp_path / "r.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any("odd/12\\n34.png: truth '12\\n34'" in line for line in lines)
+    assert not any(line.startswith("34.png") for line in lines)

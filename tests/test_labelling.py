@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import free_port
 
+import ocr_captcha
 from captcha_reader import label_loop
 from captcha_reader.base import DatasetError
 from captcha_reader.label_loop import TrainingProgress
@@ -67,6 +68,16 @@ def test_a_missing_review_report_stops_the_page_before_it_starts(photos, tmp_pat
     with pytest.raises(DatasetError, match="missing.json: not a readable JSON report"):
         LabellingSession(photos, reviews=[tmp_path / "missing.json"])
     assert not (photos / "labels.csv").exists()
+
+
+def test_a_folder_without_images_is_refused_and_left_untouched(tmp_path, capsys):
+    folder = tmp_path / "nothing_to_label"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no captcha here")
+    assert ocr_captcha.main(["--label", str(folder), "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {folder}: no images to label") and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 
 def test_api_queue_answer_and_refusals(photos):

@@ -99,6 +99,25 @@ def test_bad_flag_values_are_refused_by_the_parser(flags, message, capsys):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--img-width", "100000"], "image width must be at most 2048, got 100000"),
+    (["--img-height", "5000"], "image height must be 8 to 256, got 5000"),
+])
+def test_geometry_beyond_any_captcha_is_refused_before_loading(flags, message, tiny_data, tmp_path, capsys):
+    assert train_one_epoch(tmp_path, tiny_data, *flags) == 1
+    assert message in one_error_line(capsys)
+
+
+def test_images_far_wider_than_tall_are_refused_before_loading(tmp_path, capsys):
+    from PIL import Image
+    folder = tmp_path / "strips"
+    folder.mkdir()
+    for label in ("1234", "5678"):
+        Image.new("L", (3000, 20), 255).save(folder / f"{label}.png")
+    assert train_one_epoch(tmp_path, folder) == 1
+    assert "150 times as wide as tall" in one_error_line(capsys)
+
+
 def test_tf_config_that_is_not_json_is_one_line(tiny_data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{cluster: nope")
     assert train_one_epoch(tmp_path, tiny_data, "--strategy", "multiworker") == 1

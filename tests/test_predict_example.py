@@ -100,6 +100,19 @@ def test_missing_model_says_what_to_run(tmp_path, tiny_data, capsys):
     assert err.startswith("error: ") and "python ocr_captcha.py" in err and "\n" not in err
 
 
+@pytest.mark.parametrize("kind", ["empty folder", "folder of text", "empty path"])
+def test_inputs_that_hold_no_image_are_one_line_errors(trained_model, tmp_path, capsys, kind):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    if kind == "folder of text":
+        (folder / "notes.txt").write_text("no captcha here")
+    given = "" if kind == "empty path" else str(folder)
+    assert predict_example.main([given, "--model", str(trained_model)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: ") and len(captured.err.strip().splitlines()) == 1
+    assert ("empty path" if kind == "empty path" else f"{folder}: no images") in captured.err
+
+
 def test_not_a_model_file_is_a_clear_error(tmp_path, tiny_data, capsys):
     fake = tmp_path / "fake.keras"
     fake.write_bytes(b"PK\x03\x04 this is not a zip")

@@ -20,6 +20,7 @@ from helpers import bomb_png, free_port
 import predict_example
 from captcha_reader import service
 from captcha_reader.base import DatasetError
+from captcha_reader.reading import BASE_CHARSET
 from captcha_reader.lite import load_lite_reader
 from captcha_reader.reading import BaseReader
 from captcha_reader.service import ServiceSettings, create_app
@@ -302,6 +303,14 @@ def test_a_public_address_without_a_token_warns(lite_model, monkeypatch, capsys)
     monkeypatch.setenv(service.TOKEN_ENV, "from-the-environment")
     assert service.main(["--model", str(lite_model), "--host", "0.0.0.0"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_the_service_takes_base_for_the_shipped_base_model(monkeypatch):
+    served = {}
+    monkeypatch.setattr(service.uvicorn, "run", lambda app, **options: served.update(app=app))  # only what runs before
+    assert service.main(["--model", "base", "--port", str(free_port())]) == 0
+    with TestClient(served["app"]) as client:
+        assert client.get("/model").json()["charset"] == BASE_CHARSET
 
 
 def test_a_port_in_use_stops_the_service_and_the_labelling_page_in_one_line(tmp_path):
