@@ -131,8 +131,9 @@ def load_training_images(items: list[tuple[Path, str]], spec: ModelSpec, folder:
 
 
 def list_bad_files(bad_files: list[str], listing: Path) -> None:
-    """Warn about unreadable files in one line and list them all in `listing`."""
+    """Warn about unreadable files in one line and list them all in `listing` (a listing of an earlier run goes)."""
     if not bad_files:
+        listing.unlink(missing_ok=True)
         return
     listing.write_text("\n".join(bad_files) + "\n")
     first = "; ".join(bad_files[:3])

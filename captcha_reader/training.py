@@ -443,9 +443,12 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
         shutil.rmtree(work, ignore_errors=True)  # its backup holds the same numbers: never resume from it
         raise DatasetError("the loss, the weights or the validation scores became NaN or infinite (not finite);"
                            f" {model_path} was left as it was; try a lower --learning-rate")
-    model_info(model).validation = reader.validation = {"seq_acc": seq_acc, "cer": cer, "n": len(data.val_labels)}
-    print(f"validation: sequence accuracy {seq_acc:.4f}, character error rate {cer:.4f} "
-          f"({len(data.val_labels)} images, {seconds:.0f} s of training)")
+    scored = bool(data.val_labels)  # with no validation images there is no score: null in the model, not NaN
+    model_info(model).validation = reader.validation = {"seq_acc": seq_acc if scored else None,
+                                                        "cer": cer if scored else None, "n": len(data.val_labels)}
+    if scored:
+        print(f"validation: sequence accuracy {seq_acc:.4f}, character error rate {cer:.4f} "
+              f"({len(data.val_labels)} images, {seconds:.0f} s of training)")
     verdict = judge_validation(data.val_labels, [r.text for r in readings], data.val_images, data.spec)
     print("\n".join(verdict.lines))
     if verdict.learned_nothing and model_path.is_file():

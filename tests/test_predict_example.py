@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT
 from helpers import bomb_png, one_error_line
 
+import ocr_captcha
 import predict_example
 
 
@@ -69,6 +70,17 @@ def test_info_reports_the_model(trained_model, capsys):
     assert info["min_label_length"] == info["max_label_length"] == 4 and info["format_version"] == 3
     assert info["capacity"] == 1
     assert set(info["validation"]) == {"seq_acc", "cer", "n"}
+
+
+def test_a_model_without_validation_images_has_null_scores_not_nan(tiny_data, tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    assert ocr_captcha.main(["--data-dir", str(tiny_data), "--model", str(model), "--epochs", "1",
+                             "--val-split", "0", "--verbose", "0"]) == 0
+    capsys.readouterr()
+    assert predict_example.main(["--info", "--json", "--model", str(model)]) == 0
+    out = capsys.readouterr().out
+    info = json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert info["validation"] == {"seq_acc": None, "cer": None, "n": 0}
 
 
 def test_length_charset_and_greedy_flags(trained_model, tiny_data, capsys, reader):

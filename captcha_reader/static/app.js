@@ -19,7 +19,7 @@ async function showModel() {
   const accuracy = model.validation && model.validation.seq_acc;
   info.textContent = `Model: characters ${model.charset}, input ${model.width}×${model.height}, ` +
     `up to ${model.max_label_length} characters` +
-    (accuracy !== undefined ? `, validation ${(100 * accuracy).toFixed(2)}%` : "");
+    (accuracy != null ? `, validation ${(100 * accuracy).toFixed(2)}%` : "");
 }
 
 function card(file, result) {
