@@ -139,9 +139,10 @@ def write_log_row(path: Path, epoch: int, logs: dict) -> None:
 
 
 def task_description(strategy: tf.distribute.Strategy) -> str:
-    """The strategy's name for the log; for several workers also this one's task and how many workers there are."""
+    """The strategy for the log: its name (none for TensorFlow's default); for several workers also this one's task."""
     if not is_multiworker(strategy):
-        return type(strategy).__name__
+        name = type(strategy).__name__
+        return "no tf.distribute strategy" if name.startswith("_Default") else name
     resolver = strategy.cluster_resolver
     workers = len(resolver.cluster_spec().as_dict().get("worker", []))
     return f"MultiWorkerMirroredStrategy, {resolver.task_type} {resolver.task_id} ({workers} workers)"

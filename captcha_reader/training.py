@@ -274,7 +274,11 @@ def describe_plan(plan: TrainingPlan, settings: TrainingSettings, n_train: int, 
     print(f"augmentation {'on' if plan.augment else 'off'} ({n_train} training images"
           f"{'' if settings.augment is None else ', chosen by setting'}); global batch {global_batch}")
     if settings.epochs is None:
-        print(f"training for up to {plan.epochs} epochs of {steps_per_epoch} steps (patience {plan.patience})")
+        if plan.patience < plan.epochs:
+            print(f"training for up to {plan.epochs} epochs of {steps_per_epoch} steps (patience {plan.patience})")
+        else:
+            print(f"training for {plan.epochs} epochs of {steps_per_epoch} steps (fewer than early stopping's"
+                  f" patience of {plan.patience}; the best epoch's weights are kept)")
 
 
 def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_images: np.ndarray,
@@ -414,7 +418,8 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     if base is not None:
         print_charset_change(model_info(base).spec.charset, data.spec.charset)
     print(f"training on {data.n_train} images, validating on {len(data.val_labels)} (seed {settings.seed}); "
-          f"{distributed.task_description(strategy)}, {strategy.num_replicas_in_sync} replicas")
+          f"{distributed.task_description(strategy)}, {strategy.num_replicas_in_sync} "
+          f"replica{'' if strategy.num_replicas_in_sync == 1 else 's'}")
 
     # Checkpoints and the log of a run in progress live in a folder keyed to its data and settings:
     # re-running the same command resumes there, and a different run never restores them.

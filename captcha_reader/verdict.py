@@ -44,13 +44,13 @@ def wilson_interval(right: int, total: int) -> tuple[float, float]:
 
 
 def confusions(truths: list[str], readings: list[str]) -> Counter:
-    """(true character, read character) pairs of same-length misreads; '(length)' for wrong lengths."""
+    """(true character, read character) pairs of same-length misreads; ('length N', 'M') for wrong lengths."""
     pairs: Counter = Counter()
     for truth, reading in zip(truths, readings):
         if truth == reading:
             continue
         if len(truth) != len(reading):
-            pairs[("(length)", f"{len(truth)}->{len(reading)}")] += 1
+            pairs[(f"length {len(truth)}", str(len(reading)))] += 1  # printed "length 4->5"
             continue
         pairs.update((t, r) for t, r in zip(truth, reading) if t != r)
     return pairs
@@ -85,7 +85,8 @@ def likely_causes(labels: list[str], images: np.ndarray, spec: ModelSpec) -> lis
         causes.append(f"the text fills about {width:.0%} of the frame's width: crop the images to the text")
     if spec.height < DEFAULT_IMG_HEIGHT // 2:
         causes.append(f"the input is {spec.height} pixels high: try --img-height {DEFAULT_IMG_HEIGHT}")
-    return causes or ["none of the checks found a cause: try more epochs (--epochs) or a smaller --learning-rate"]
+    return causes or ["none that these checks can see (geometry, frame, labels): try more epochs (--epochs)"
+                      " or a smaller --learning-rate"]
 
 
 def judge_validation(truths: list[str], readings: list[str], images: np.ndarray, spec: ModelSpec) -> Verdict:

@@ -27,7 +27,7 @@ def test_wilson_interval_is_wide_for_few_images_and_narrow_for_many():
 
 def test_confusions_count_character_swaps_and_wrong_lengths():
     pairs = confusions(["B8S5", "1234", "7885", "0000"], ["88S5", "1234", "78885", "0000"])
-    assert pairs[("B", "8")] == 1 and pairs[("(length)", "4->5")] == 1 and sum(pairs.values()) == 2
+    assert pairs[("B", "8")] == 1 and pairs[("length 4", "5")] == 1 and sum(pairs.values()) == 2
 
 
 def test_small_validation_sets_get_a_warning_and_the_confusions():
