@@ -20,7 +20,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from captcha_reader import distributed, records
-from captcha_reader.base import DatasetError, ModelSpec
+from captcha_reader.base import DatasetError, ModelSpec, UserError
 from captcha_reader.data import (
     encode_labels,
     infer_spec,
@@ -341,11 +341,26 @@ def is_finite_run(model: keras.Model, history: dict, scores: list[float]) -> boo
             and all(np.isfinite(weights).all() for weights in model.get_weights()))
 
 
+def previous_model(path: Path) -> Path:
+    """Where saving a model keeps the one it replaces: `<name>.prev.keras`."""
+    return path.with_name(path.stem + ".prev.keras")
+
+
+def recorded_score(path: Path) -> float:
+    """The validation sequence accuracy recorded in the model at `path`, or -1 if there is none to read."""
+    if not path.is_file():
+        return -1.0
+    try:
+        score = load_keras_reader(path).validation.get("seq_acc")
+    except UserError:
+        return -1.0
+    return -1.0 if score is None else float(score)
+
+
 def save_model(model: keras.Model, path: Path) -> None:
     """Replace the model file atomically, keeping the previous one as `<name>.prev.keras`."""
     if path.exists():
-        previous = path.with_name(path.stem + ".prev.keras")
-        write_atomically(previous, lambda tmp: shutil.copy2(path, tmp))
+        write_atomically(previous_model(path), lambda tmp: shutil.copy2(path, tmp))
     # A fresh functional model over the same layers: saved without optimizer state or compile settings.
     inference_model = keras.Model(model.inputs, model.outputs, name=model.name)
     write_atomically(path, lambda tmp: inference_model.save(tmp))
@@ -383,7 +398,7 @@ def check_run_paths(settings: TrainingSettings) -> None:
     check_output_folder(model_path.parent, "the plots beside the model",
                         {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir})
     outputs = [model_path, *(model_path.with_name(name) for name in RUN_OUTPUTS),
-               model_path.with_name(model_path.stem + ".prev.keras")]
+               previous_model(model_path)]
     for output in outputs:
         check_output_file(output, "the run's output", {"--init-from": settings.init_from, "the base model": BASE_MODEL})
     if settings.init_from not in (None, SCRATCH):
@@ -456,11 +471,11 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
               f"({len(data.val_labels)} images, {seconds:.0f} s of training)")
     verdict = judge_validation(data.val_labels, [r.text for r in readings], data.val_images, data.spec)
     print("\n".join(verdict.lines))
-    if verdict.learned_nothing and model_path.is_file():
-        # Never over a model: it would push that one to .prev.keras, and a second such run would lose it.
+    displaced = (model_path, previous_model(model_path))  # saving replaces the first and the second goes
+    if verdict.learned_nothing and max(map(recorded_score, displaced)) > seq_acc:
         shutil.rmtree(scratch_dir(model_path), ignore_errors=True)  # nothing worth resuming
-        raise DatasetError(f"training learned nothing, so the model already in {model_path} was kept; "
-                           "see the likely causes above")
+        raise DatasetError(f"training learned nothing, so {model_path} and its .prev.keras were left as they were"
+                           " (one of them reads better); see the likely causes above")
 
     save_model(model, model_path)
     shutil.move(str(work / "training_log.csv"), model_path.with_name("training_log.csv"))

@@ -57,7 +57,7 @@ def test_unwritable_output_folder_fails_before_training(tiny_data, tmp_path, cap
     blocker.write_text("a file where a folder should be")
     status = ocr_captcha.main(["--data-dir", str(tiny_data), "--model", str(blocker / "m.keras")])
     assert status == 1
-    assert "cannot write the model there" in one_error_line(capsys)
+    assert f"{blocker}: is a file, not a folder; cannot write the model in {blocker}" in one_error_line(capsys)
 
 
 def test_full_disk_fails_before_training(tiny_data, tmp_path, capsys, monkeypatch):
