@@ -65,6 +65,9 @@ def audit_folder(folder: str, settings: TrainingSettings, folds: int, report_pat
         finally:
             shutil.rmtree(work, ignore_errors=True)
         p_label[held_out] = label_probabilities(model, data.images[held_out], labels[held_out])
+        if not np.isfinite(p_label[held_out]).all():
+            raise DatasetError(f"fold {k}: training became NaN or infinite, so its files cannot be ranked; no report"
+                               " was written; try a lower --learning-rate")
         readings = KerasReader(model).read_arrays(data.images[held_out])
         for index, reading in zip(held_out, readings):
             predictions[index] = reading.text

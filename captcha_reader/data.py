@@ -41,9 +41,9 @@ def labelled_items(folder: str | Path) -> list[tuple[Path, str]]:
     """(path, label) for a folder's images, or a DatasetError when it has none."""
     items = list_labelled_images(folder)
     if not items and list_images(folder):
-        raise DatasetError(f"{folder}: no labelled images (its {LABELS_CSV} leaves every image out)")
+        raise DatasetError(f"{printable(str(folder))}: no labelled images (its {LABELS_CSV} leaves every image out)")
     if not items:
-        raise DatasetError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise DatasetError(f"{printable(str(folder))}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     unnamed = [path for path, label in items if not label]
     if unnamed:
         others = f" (and {len(unnamed) - 1} more)" if len(unnamed) > 1 else ""
@@ -63,9 +63,6 @@ def infer_spec(items: list[tuple[Path, str]], height: int, width: int | None) ->
             except ImageReadError:
                 continue  # reported once, when the images are decoded
         height, width = geometry_for(sizes or [(height, height)], height)
-        if width > MAX_IMG_WIDTH:
-            raise DatasetError(f"the images are {width / height:.0f} times as wide as tall: at height {height} the"
-                               f" input would be {width} wide (at most {MAX_IMG_WIDTH}); crop them, or pass --img-width")
     return ModelSpec(
         charset=charset_from_labels(labels),
         height=height,
@@ -82,12 +79,21 @@ def spec_for_data(found: ModelSpec, base: ModelSpec | None, capacity: int | None
     will be asked to read) at the data's own aspect ratio; its height and filters are fixed by its weights.
     """
     if base is None:
-        return replace(found, capacity=capacity or DEFAULT_CAPACITY)
+        return checked_width(replace(found, capacity=capacity or DEFAULT_CAPACITY))
     if capacity not in (None, base.capacity):
         raise DatasetError(f"capacity {capacity}: the model to fine-tune has capacity {base.capacity}, which its"
                            " weights fix")
-    return ModelSpec(found.charset, base.height, width_for(base.height, found.width / found.height),
-                     found.max_label_length, found.min_label_length, base.capacity)
+    return checked_width(ModelSpec(found.charset, base.height, width_for(base.height, found.width / found.height),
+                                   found.max_label_length, found.min_label_length, base.capacity))
+
+
+def checked_width(spec: ModelSpec) -> ModelSpec:
+    """The spec, if its input is at most MAX_IMG_WIDTH wide: a run holds every image decoded at that size."""
+    if spec.width > MAX_IMG_WIDTH:
+        raise DatasetError(f"the images are {spec.width / spec.height:.0f} times as wide as tall: at height"
+                           f" {spec.height} the input would be {spec.width} wide (at most {MAX_IMG_WIDTH});"
+                           " crop them, or pass --img-width")
+    return spec
 
 
 def load_images(items: list[tuple[Path, str]], spec: ModelSpec) -> LabelledImages:
@@ -111,14 +117,14 @@ def load_images(items: list[tuple[Path, str]], spec: ModelSpec) -> LabelledImage
 def check_some_readable(bad_files: list[str], total: int, folder: str | Path) -> None:
     """Stop when not one of the folder's files could be read."""
     if bad_files and len(bad_files) == total:
-        raise DatasetError(f"{folder}: no readable images among {total} files (first: {bad_files[0]})")
+        raise DatasetError(f"{printable(str(folder))}: no readable images among {total} files (first: {bad_files[0]})")
 
 
 def check_bad_files(bad_files: list[str], total: int, folder: str | Path) -> None:
     """Stop when no file, or more than MAX_BAD_FRACTION of them, could be read."""
     check_some_readable(bad_files, total, folder)
     if len(bad_files) > MAX_BAD_FRACTION * total:
-        raise DatasetError(f"{folder}: {len(bad_files)} of {total} files are unreadable "
+        raise DatasetError(f"{printable(str(folder))}: {len(bad_files)} of {total} files are unreadable "
                            f"(first: {bad_files[0]}); is this the right folder?")
 
 

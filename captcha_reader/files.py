@@ -31,8 +31,9 @@ def write_json(path: Path, data: object) -> None:
 
 def check_writable(folder: Path, what: str = "the model") -> None:
     """Fail before any long work when the output folder cannot be created or written."""
-    existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
-    if not existing.is_dir():
+    # os.path's checks answer False where Path's raise (a folder we may not search, a name too long).
+    existing = next(path for path in (folder, *folder.absolute().parents) if os.path.lexists(path))
+    if not os.path.isdir(existing):
         raise DatasetError(f"{existing}: is a file, not a folder; cannot write {what} in {folder}")
     try:
         folder.mkdir(parents=True, exist_ok=True)

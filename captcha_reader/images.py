@@ -83,7 +83,12 @@ def open_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
     if isinstance(source, Image.Image):
         return check_pixels(source, source, max_pixels)
     if isinstance(source, np.ndarray):
-        return check_pixels(Image.fromarray(source), source, max_pixels)
+        try:
+            image = Image.fromarray(source)
+        except TypeError:  # a dtype or shape Pillow has no mode for
+            raise ImageReadError(f"{describe(source)}: not a readable image (an array of {source.dtype}, shape"
+                                 f" {source.shape}; give uint8 pixels, 2-D or with 3 or 4 channels)") from None
+        return check_pixels(image, source, max_pixels)
     with warnings.catch_warnings():
         # Pillow only warns below twice its own limit; ours is lower and checked just after.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -111,12 +116,13 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     return image.convert("RGB").convert("L")
 
 
-# What Pillow's decoders raise on corrupt data: all mean "unreadable". Anything else is a bug of ours.
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, EOFError)
+# What Pillow's decoders raise on corrupt data (its own fuzz tests accept the same): all mean
+# "unreadable". Anything else is a bug of ours.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, EOFError, OverflowError, NotImplementedError)
 
 
 def decode_image(source: ImageSource, mode: str = "L", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """The image decoded, as the model reads it ("L": 8-bit grayscale) or for display ("RGB"); one ImageReadError if not."""
+    """The image decoded as the model reads it ("L", 8-bit grayscale) or for display ("RGB"); else ImageReadError."""
     try:
         image = open_image(source, max_pixels)
         return to_grayscale(image) if mode == "L" else image.convert(mode)

@@ -34,9 +34,9 @@ from captcha_reader.base import (
     UserError,
     printable,
 )
-from captcha_reader.images import IMAGE_EXTENSIONS
 from captcha_reader.decoding import TextFormat, resolve_format
 from captcha_reader.files import append_durably
+from captcha_reader.images import IMAGE_EXTENSIONS
 from captcha_reader.labels import (
     CSV_HEADER,
     LABELS_CSV,

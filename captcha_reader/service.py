@@ -458,8 +458,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Serve a captcha model over HTTP (POST /read, GET /model, GET /health,"
                                                  " demo page at /, docs at /docs).")
     parser.add_argument("--model", default=DEFAULT_SERVICE_MODEL,
-                        help="an .onnx export (onnxruntime, no TensorFlow), a .keras model, or base for the shipped base"
-                             " model (default: %(default)s)")
+                        help="an .onnx export (onnxruntime, no TensorFlow), a .keras model, or base for the"
+                             " shipped base model (default: %(default)s)")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="port (default: %(default)s)")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV) or None,

@@ -9,6 +9,7 @@ stopping and resumable backups, and saving the model with everything a reader ne
 
 import hashlib
 import json
+import math
 import shutil
 import string
 import sys
@@ -277,8 +278,8 @@ def describe_plan(plan: TrainingPlan, settings: TrainingSettings, n_train: int, 
         if plan.patience < plan.epochs:
             print(f"training for up to {plan.epochs} epochs of {steps_per_epoch} steps (patience {plan.patience})")
         else:
-            print(f"training for {plan.epochs} epochs of {steps_per_epoch} steps (fewer than early stopping's"
-                  f" patience of {plan.patience}; the best epoch's weights are kept)")
+            print(f"training for {plan.epochs} epochs of {steps_per_epoch} steps (early stopping's patience of"
+                  f" {plan.patience} cannot end it sooner; the best epoch's weights are kept)")
 
 
 def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_images: np.ndarray,
@@ -346,15 +347,17 @@ def previous_model(path: Path) -> Path:
     return path.with_name(path.stem + ".prev.keras")
 
 
-def recorded_score(path: Path) -> float:
-    """The validation sequence accuracy recorded in the model at `path`, or -1 if there is none to read."""
+def reads_better(path: Path, seq_acc: float) -> bool:
+    """True when a usable model at `path` reads better than `seq_acc`, or records no score to compare: keep it."""
     if not path.is_file():
-        return -1.0
+        return False
     try:
         score = load_keras_reader(path).validation.get("seq_acc")
     except UserError:
-        return -1.0
-    return -1.0 if score is None else float(score)
+        return False  # not a model that anything can read
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        return True  # unscored (no validation images, an old NaN, or a tampered value): never traded for nothing
+    return score > seq_acc
 
 
 def save_model(model: keras.Model, path: Path) -> None:
@@ -472,7 +475,7 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     verdict = judge_validation(data.val_labels, [r.text for r in readings], data.val_images, data.spec)
     print("\n".join(verdict.lines))
     displaced = (model_path, previous_model(model_path))  # saving replaces the first and the second goes
-    if verdict.learned_nothing and max(map(recorded_score, displaced)) > seq_acc:
+    if verdict.learned_nothing and any(reads_better(path, seq_acc) for path in displaced):
         shutil.rmtree(scratch_dir(model_path), ignore_errors=True)  # nothing worth resuming
         raise DatasetError(f"training learned nothing, so {model_path} and its .prev.keras were left as they were"
                            " (one of them reads better); see the likely causes above")

@@ -31,3 +31,13 @@ def test_label_probabilities_match_a_confident_path():
     labels = encode_labels(["01", "10"], spec)
     probabilities = label_probabilities(model, np.zeros((2, 8, 16), np.float32), labels)
     assert probabilities.shape == (2,) and np.all((probabilities > 0) & (probabilities < 1))
+
+
+def test_an_audit_whose_training_is_not_finite_stops_in_one_line(tiny_data, tmp_path, capsys):
+    report = tmp_path / "audit.json"
+    assert ocr_captcha.main(["--audit", str(tiny_data), "--folds", "2", "--epochs", "1", "--img-height", "16",
+                             "--learning-rate", "1e30", "--model", str(tmp_path / "m.keras"), "--report", str(report),
+                             "--verbose", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "fold 1: training became NaN or infinite" in err and len(err.strip().splitlines()) == 1
+    assert not report.exists()

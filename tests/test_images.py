@@ -152,3 +152,10 @@ def test_a_file_far_larger_than_any_captcha_is_refused_unread(tmp_path):
 def test_a_single_source_is_one_image_not_a_sequence(reader, tiny_data, make):
     path = sorted(tiny_data.iterdir())[0]
     assert reader.read(make(path)) == reader.read([path])
+
+
+@pytest.mark.parametrize("array", [np.zeros((20, 60), np.int64), np.zeros((20, 60), np.complex64),
+                                   np.zeros((20, 60, 5), np.uint8)])
+def test_an_array_pillow_cannot_take_is_an_image_read_error(array):
+    with pytest.raises(ImageReadError, match="not a readable image"):
+        read_image(array, 16, 48)

@@ -20,9 +20,8 @@ from helpers import bomb_png, free_port
 import predict_example
 from captcha_reader import service
 from captcha_reader.base import DatasetError
-from captcha_reader.reading import BASE_CHARSET
 from captcha_reader.lite import load_lite_reader
-from captcha_reader.reading import BaseReader
+from captcha_reader.reading import BASE_CHARSET, BaseReader
 from captcha_reader.service import ServiceSettings, create_app
 
 CHROMIUM = "/usr/bin/chromium"

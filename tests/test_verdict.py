@@ -1,11 +1,14 @@
 """captcha_reader.verdict: the confidence interval, confused characters, and runs that learned nothing."""
 
+import math
+
 import numpy as np
 import pytest
 
 import ocr_captcha
 from captcha_reader.base import ModelSpec
 from captcha_reader.model import load_keras_reader, model_info
+from captcha_reader.training import reads_better
 from captcha_reader.verdict import (
     confusions,
     ink_width,
@@ -60,10 +63,10 @@ def test_likely_causes_name_what_they_can_check():
     assert "same label" in causes and "crop" in causes and "--img-width" in causes and "--img-height" in causes
 
 
-@pytest.mark.parametrize("model_score, previous_score", [(0.9, None), (0.0, 0.9)])
+@pytest.mark.parametrize("model_score, previous_score", [(0.0, 0.9)])
 def test_a_run_that_learned_nothing_displaces_no_better_model(trained_model, tiny_data, tmp_path, capsys,
                                                              model_score, previous_score):
-    """Neither the model it would replace nor the .prev.keras that saving would overwrite, if either reads better."""
+    """Neither the model it replaces nor the .prev.keras that saving overwrites is lost when one reads better."""
     model_path, previous = tmp_path / "m.keras", tmp_path / "m.prev.keras"
     existing = load_keras_reader(trained_model).model
     for path, recorded in ((model_path, model_score), (previous, previous_score)):
@@ -79,3 +82,17 @@ def test_a_run_that_learned_nothing_displaces_no_better_model(trained_model, tin
     assert "\n" not in captured.err.strip() and "Traceback" not in captured.err
     assert {path: path.read_bytes() for path in (model_path, previous) if path.exists()} == before
     assert not (tmp_path / "m.training").exists()
+
+
+@pytest.mark.parametrize("recorded, kept", [(0.9, True), (0.1, False), (None, True), (math.nan, True), ("x", True),
+                                            ("missing", False), ("not a model", False)])
+def test_which_models_a_run_that_learned_nothing_keeps(trained_model, tmp_path, recorded, kept):
+    """Better or unscored models are kept; a worse one, a missing file or one nothing can load are not."""
+    path = tmp_path / "m.keras"
+    if recorded == "not a model":
+        path.write_bytes(b"PK not a model")
+    elif recorded != "missing":
+        existing = load_keras_reader(trained_model).model
+        model_info(existing).validation = {"seq_acc": recorded, "cer": 0.5, "n": 100}
+        existing.save(path)
+    assert reads_better(path, 0.2) is kept
