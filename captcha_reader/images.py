@@ -4,13 +4,14 @@ Training, every reader and every export read a captcha through `read_image`, so 
 read the same way everywhere. Only Pillow and NumPy are imported here.
 """
 
+import contextlib
 import os
 import stat
 import struct
 import warnings
 from io import BytesIO
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 from PIL import Image
@@ -121,11 +122,11 @@ def to_grayscale(image: Image.Image) -> Image.Image:
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, EOFError, OverflowError, NotImplementedError)
 
 
-def decode_image(source: ImageSource, mode: str = "L", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """The image decoded as the model reads it ("L", 8-bit grayscale) or for display ("RGB"); else ImageReadError."""
+@contextlib.contextmanager
+def read_errors(source: ImageSource) -> Iterator[None]:
+    """Turn what opening or decoding `source` raises for a bad file into one ImageReadError naming it."""
     try:
-        image = open_image(source, max_pixels)
-        return to_grayscale(image) if mode == "L" else image.convert(mode)
+        yield
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -138,6 +139,13 @@ def decode_image(source: ImageSource, mode: str = "L", max_pixels: int = MAX_IMA
         raise ImageReadError(f"{describe(source)}: not a readable image ({first_line(exc)})") from None
 
 
+def decode_image(source: ImageSource, mode: str = "L", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """The image decoded as the model reads it ("L", 8-bit grayscale) or for display ("RGB"); else ImageReadError."""
+    with read_errors(source):
+        image = open_image(source, max_pixels)
+        return to_grayscale(image) if mode == "L" else image.convert(mode)
+
+
 def read_image(source: ImageSource, height: int, width: int, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image as a float32 (height, width) array in [0, 1], resized to the model geometry."""
     gray = decode_image(source, "L", max_pixels)
@@ -147,17 +155,8 @@ def read_image(source: ImageSource, height: int, width: int, max_pixels: int = M
 
 def image_size(path: Union[str, Path]) -> tuple[int, int]:
     """(width, height) from an image file's header, without decoding it; refused as read_image would refuse it."""
-    try:
-        with open_image(path) as image:
-            return image.size
-    except ImageReadError:
-        raise
-    except FileNotFoundError:
-        raise ImageReadError(f"{describe(path)}: no such file") from None
-    except Image.DecompressionBombError:
-        raise ImageReadError(f"{describe(path)}: image too large; refused before decoding") from None
-    except DECODE_ERRORS as exc:
-        raise ImageReadError(f"{describe(path)}: not a readable image ({first_line(exc)})") from None
+    with read_errors(path), open_image(path) as image:
+        return image.size
 
 
 def geometry_for(sizes: list[tuple[int, int]], height: int) -> tuple[int, int]:
