@@ -478,7 +478,7 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     if verdict.learned_nothing and any(reads_better(path, seq_acc) for path in displaced):
         shutil.rmtree(scratch_dir(model_path), ignore_errors=True)  # nothing worth resuming
         raise DatasetError(f"training learned nothing, so {model_path} and its .prev.keras were left as they were"
-                           " (one of them reads better); see the likely causes above")
+                           " (one of them reads better or records no score); see the likely causes above")
 
     save_model(model, model_path)
     shutil.move(str(work / "training_log.csv"), model_path.with_name("training_log.csv"))
