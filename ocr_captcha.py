@@ -53,6 +53,7 @@ from captcha_reader.settings import (
     MIN_AUTO_EPOCHS,
     MIN_IMG_HEIGHT,
     MIN_TRAINING_IMAGES,
+    PSEUDO_LABEL_CONFIDENCE,
     SMALL_DATA_BATCH_SIZE,
     SMALL_DATA_BELOW,
     STRATEGIES,
@@ -117,6 +118,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", metavar="FILE", help="JSON report of --evaluate or --audit (default: beside the model)")
     parser.add_argument("--folds", type=int_at_least(2), default=5, help="models trained by --audit (default: %(default)s)")
     parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")
+    parser.add_argument("--unlabelled", metavar="DIR",
+                        help="unlabelled images of the same captchas: after a first run on the labels, the readings"
+                             f" it is sure of (confidence at least {PSEUDO_LABEL_CONFIDENCE}) join the labels for a"
+                             " second run, whose model is saved; the first run's model is kept beside it")
     parser.add_argument("--init-from", metavar="MODEL",
                         help="fine-tune this saved model (base: the shipped base model; scratch: a new network)"
                              " (default: the base model when the labels use letters it knows and no other geometry"
@@ -151,8 +156,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="tf.distribute strategy; multiworker reads TF_CONFIG (default: %(default)s)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress output")
     args = parser.parse_args(argv)
-    if args.init_from and mode_of(args) != "train":
-        parser.error("--init-from is for training only")
+    for flag in ("init_from", "unlabelled"):
+        if getattr(args, flag) and mode_of(args) != "train":
+            parser.error(f"--{flag.replace('_', '-')} is for training only")
     if args.int8 and not args.export_lite:
         parser.error("--int8 goes with --export-lite")
     if args.review and not args.label:
@@ -171,7 +177,7 @@ def settings_from(args: argparse.Namespace) -> TrainingSettings:
     """The training settings the flags ask for."""
     return TrainingSettings(
         data_dir=args.data_dir, model=args.model, init_from=named_model(args.init_from) if args.init_from else None,
-        test_dir=args.test_dir,
+        test_dir=args.test_dir, unlabelled_dir=args.unlabelled,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience,
         seed=args.seed, val_split=args.val_split, img_height=args.img_height, img_width=args.img_width,
         capacity=args.capacity,

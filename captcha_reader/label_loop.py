@@ -32,17 +32,15 @@ from captcha_reader.base import (
     ModelSpec,
     TextFormatError,
     UserError,
-    printable,
 )
 from captcha_reader.decoding import TextFormat, resolve_format
 from captcha_reader.files import append_durably
-from captcha_reader.images import IMAGE_EXTENSIONS
 from captcha_reader.labels import (
     CSV_HEADER,
     LABELS_CSV,
     LabelRow,
+    images_in,
     label_from_filename,
-    list_images,
     read_label_rows,
 )
 from captcha_reader.reading import BaseReader
@@ -114,9 +112,8 @@ class LabelStore:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.csv_path = self.folder / LABELS_CSV
-        self.names = [p.name for p in list_images(self.folder)]
-        if not self.names:  # refused before labels.csv or the work folder is written into it
-            raise DatasetError(f"{printable(str(self.folder))}: no images to label ({', '.join(IMAGE_EXTENSIONS)})")
+        # A folder without images is refused before labels.csv or the work folder is written into it.
+        self.names = [p.name for p in images_in(self.folder, " to label")]
         self._known = set(self.names)
         self._lock = threading.Lock()
         self.rows: dict[str, LabelRow] = read_label_rows(self.csv_path) if self.csv_path.is_file() else {}

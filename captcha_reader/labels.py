@@ -52,6 +52,14 @@ def list_images(folder: Union[str, Path]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
+def images_in(folder: Union[str, Path], purpose: str = "") -> list[Path]:
+    """`list_images`, or a DatasetError naming the accepted extensions when the folder has none (`purpose`: to what end)."""
+    images = list_images(folder)
+    if not images:
+        raise DatasetError(f"{printable(str(folder))}: no images{purpose} ({', '.join(IMAGE_EXTENSIONS)})")
+    return images
+
+
 class LabelRow(NamedTuple):
     """One file's entry in labels.csv: its label ("" = left out of training) and why (`note`)."""
 

@@ -37,6 +37,10 @@ MIN_IMG_HEIGHT = 8
 # Far beyond any captcha, and a bound on memory: a run holds its images decoded at this geometry.
 MAX_IMG_HEIGHT = 256
 MAX_IMG_WIDTH = 2048
+# --unlabelled: a reading of an unlabelled image joins the labels of the second run when the first run's
+# model is at least this sure of it (the probability of its path). On `hard2`, 66% of 10,000 unlabelled
+# images passed and 99.1% of those were right (benchmarks/levers.md, "Unlabelled images").
+PSEUDO_LABEL_CONFIDENCE = 0.95
 # Settings that do not change what a run computes: left out of the key that lets a run resume.
 NOT_IN_RUN_KEY = ("model", "test_dir", "restart", "verbose")
 
@@ -46,13 +50,16 @@ class TrainingSettings:
     """Everything that decides a training run; None means "decided from the data" (see plan_training).
 
     init_from is a model file to fine-tune, SCRATCH for a new network, or None: the base model for
-    data with letters it knows, else a new network (training.starting_model).
+    data with letters it knows, else a new network (training.starting_model). unlabelled_dir is a
+    folder of unlabelled images of the same captchas: a second run adds the first run's sure readings
+    of them to its training images (training.train_with_unlabelled).
     """
 
     data_dir: str = DEFAULT_DATA_DIR
     model: str = DEFAULT_MODEL
     init_from: str | None = None
     test_dir: str | None = None
+    unlabelled_dir: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
     learning_rate: float = DEFAULT_LEARNING_RATE

@@ -15,23 +15,25 @@ import string
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from captcha_reader import distributed, records
-from captcha_reader.base import DatasetError, ModelSpec, UserError
+from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, UserError
 from captcha_reader.data import (
     encode_labels,
     infer_spec,
     labelled_items,
     list_bad_files,
+    load_images,
     load_training_images,
     spec_for_data,
     split_indices,
 )
-from captcha_reader.decoding import score
+from captcha_reader.decoding import Reading, score
 from captcha_reader.evaluation import evaluate_folder
 from captcha_reader.files import (
     check_output_file,
@@ -39,11 +41,12 @@ from captcha_reader.files import (
     check_writable,
     exclusive_lock,
     has_backup,
+    same_path,
     scratch_dir,
     write_atomically,
     write_json,
 )
-from captcha_reader.labels import check_time_steps, decode_indices
+from captcha_reader.labels import check_time_steps, decode_indices, images_in
 from captcha_reader.metrics import CharacterErrorRate, SequenceAccuracy
 from captcha_reader.model import (
     KerasReader,
@@ -53,7 +56,7 @@ from captcha_reader.model import (
     model_info,
 )
 from captcha_reader.reading import BASE_CAPACITY, BASE_CHARSET, BASE_HEIGHT, BASE_MODEL, existing_model
-from captcha_reader.settings import SCRATCH, TrainingPlan, TrainingSettings, plan_training
+from captcha_reader.settings import PSEUDO_LABEL_CONFIDENCE, SCRATCH, TrainingPlan, TrainingSettings, plan_training
 from captcha_reader.tf_import import keras, tf
 from captcha_reader.verdict import judge_validation
 
@@ -121,18 +124,30 @@ def describe_data(where: str, spec: ModelSpec) -> None:
           f"{spec.max_label_length} characters; input {spec.height}x{spec.width}, {spec.time_steps} time steps")
 
 
-def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: list[tuple[Path, str]]) -> TrainingData:
-    """A folder's labelled images (`items`), decoded into memory and split by a seeded permutation."""
+def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: list[tuple[Path, str]],
+                         pseudo_labelled: Sequence[tuple[Path, str]] = ()) -> TrainingData:
+    """A folder's labelled images (`items`), decoded into memory and split by a seeded permutation.
+
+    `pseudo_labelled` images (with a model's readings as labels) join the training part only:
+    validation stays on labels a person gave.
+    """
     describe_data(f"{len(items)} images in {settings.data_dir}", spec)
     data = load_training_images(items, spec, settings.data_dir)
     list_bad_files(data.bad_files, Path(settings.model).with_name("bad_files.txt"))
     train_idx, val_idx = split_indices(len(data.labels), settings.val_split, settings.seed)
     encoded = encode_labels(data.labels, spec)
-    elements = tf.data.Dataset.from_tensor_slices((data.images[train_idx], encoded[train_idx])).cache()
+    train_images, train_encoded = data.images[train_idx], encoded[train_idx]
     split = {"data_dir": str(settings.data_dir), "seed": settings.seed, "val_split": settings.val_split,
              "train": [data.paths[i].name for i in train_idx], "validation": [data.paths[i].name for i in val_idx]}
-    fingerprint = [f"{path.name}\t{label}\t{path.stat().st_size}" for path, label in items]
-    return TrainingData(spec, elements, len(train_idx), data.images[val_idx], [data.labels[i] for i in val_idx],
+    if pseudo_labelled:
+        extra = load_images(list(pseudo_labelled), spec)  # read once already: only a file changed since fails
+        train_images = np.concatenate([train_images, extra.images])
+        train_encoded = np.concatenate([train_encoded, encode_labels(extra.labels, spec)])
+        split["pseudo_labelled"] = {"folder": str(settings.unlabelled_dir), "min_confidence": PSEUDO_LABEL_CONFIDENCE,
+                                    "files": {path.name: label for path, label in zip(extra.paths, extra.labels)}}
+    elements = tf.data.Dataset.from_tensor_slices((train_images, train_encoded)).cache()
+    fingerprint = [f"{path.name}\t{label}\t{path.stat().st_size}" for path, label in [*items, *pseudo_labelled]]
+    return TrainingData(spec, elements, len(train_images), data.images[val_idx], [data.labels[i] for i in val_idx],
                         split, fingerprint)
 
 
@@ -384,10 +399,52 @@ def train(settings: TrainingSettings) -> KerasReader | None:
             "or give this one another --model")
     with exclusive_lock(scratch_dir(model_path) / "lock", busy):
         try:
+            if settings.unlabelled_dir:
+                return train_with_unlabelled(settings, strategy)
             return train_and_save(settings, strategy, chief=True)
         finally:
             if not has_backup(model_path):  # a run that failed before its first epoch ended leaves nothing
                 shutil.rmtree(scratch_dir(model_path), ignore_errors=True)
+
+
+def labels_only_model(model_path: Path) -> Path:
+    """Where --unlabelled keeps its first run's model (trained on the labels alone), with that run's plots."""
+    return model_path.parent / f"{model_path.stem}.labels_only" / model_path.name
+
+
+def sure_readings(reader: KerasReader, folder: str) -> list[tuple[Path, str]]:
+    """The images of `folder` the reader reads with at least PSEUDO_LABEL_CONFIDENCE, with those readings."""
+    paths = images_in(folder)
+    chunk = 4096  # images decoded at a time: a large folder never sits in memory whole
+    readings = [reading for start in range(0, len(paths), chunk) for reading in reader.read_each(paths[start:start + chunk])]
+    sure = [(path, reading.text) for path, reading in zip(paths, readings)
+            if isinstance(reading, Reading) and reading.confidence >= PSEUDO_LABEL_CONFIDENCE]
+    unreadable = sum(isinstance(reading, ImageReadError) for reading in readings)
+    print(f"read {len(paths)} unlabelled images in {folder}: {len(sure)} read with confidence at least "
+          f"{PSEUDO_LABEL_CONFIDENCE} join the labels" + (f" ({unreadable} could not be read)" if unreadable else ""))
+    return sure
+
+
+def train_with_unlabelled(settings: TrainingSettings, strategy: tf.distribute.Strategy) -> KerasReader:
+    """Train on the labels, read the unlabelled folder, then train again with the readings the model is sure of.
+
+    One round of these pseudo-labels read 97.9% of `hard2`'s 1,000 fresh images instead of 96.8%; a
+    second round gained nothing (benchmarks/levers.md, "Unlabelled images"). Both runs validate on the
+    same labelled images; the first run's model stays in `labels_only_model`.
+    """
+    first_path = labels_only_model(Path(settings.model))
+    first = replace(settings, model=str(first_path), test_dir=None, unlabelled_dir=None)
+    check_run_paths(first)
+    print(f"first run, on the labels alone: its model goes to {first_path}")
+    busy = f"{first_path}: another training run is writing this model; wait for it to finish"
+    with exclusive_lock(scratch_dir(first_path) / "lock", busy):
+        reader = train_and_save(first, strategy, chief=True)
+    sure = sure_readings(reader, settings.unlabelled_dir)
+    if not sure:
+        raise DatasetError(f"no unlabelled image was read with confidence at least {PSEUDO_LABEL_CONFIDENCE}, so"
+                           f" there is no second run; the model trained on the labels is {first_path}")
+    print(f"second run, on the labels and {len(sure)} sure readings: its model goes to {settings.model}")
+    return train_and_save(settings, strategy, chief=True, pseudo_labelled=sure)
 
 
 def check_run_paths(settings: TrainingSettings) -> None:
@@ -399,7 +456,8 @@ def check_run_paths(settings: TrainingSettings) -> None:
         raise DatasetError(f"--model {model_path} must end in .keras, the only format Keras saves a model in")
     check_writable(model_path.parent)
     check_output_folder(model_path.parent, "the plots beside the model",
-                        {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir})
+                        {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir,
+                         "--unlabelled": settings.unlabelled_dir})
     outputs = [model_path, *(model_path.with_name(name) for name in RUN_OUTPUTS),
                previous_model(model_path)]
     for output in outputs:
@@ -408,6 +466,20 @@ def check_run_paths(settings: TrainingSettings) -> None:
         existing_model(settings.init_from)
     if settings.test_dir:
         labelled_items(settings.test_dir)  # a missing or empty test folder stops the run now, not after it
+    if settings.unlabelled_dir:
+        check_unlabelled(settings)
+
+
+def check_unlabelled(settings: TrainingSettings) -> None:
+    """--unlabelled needs a folder of labelled images, and images of its own that are not the test's."""
+    if settings.strategy == "multiworker" or records.is_record_folder(settings.data_dir):
+        raise DatasetError("--unlabelled works with a folder of labelled images on one machine, not with"
+                           " TFRecord shards or --strategy multiworker")
+    for name, folder in (("--data-dir", settings.data_dir), ("--test-dir", settings.test_dir)):
+        if folder and same_path(settings.unlabelled_dir, folder):
+            raise DatasetError(f"--unlabelled {settings.unlabelled_dir} is also the {name} folder; give a folder of"
+                               " other images of the same captchas")
+    images_in(settings.unlabelled_dir, " for --unlabelled")
 
 
 def print_charset_change(old: str, new: str) -> None:
@@ -420,8 +492,12 @@ def print_charset_change(old: str, new: str) -> None:
               + (f", {len(dropped)} the data never uses are dropped" if dropped else ""))
 
 
-def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy, chief: bool) -> KerasReader | None:
-    """Build or extend the model, fit it and (on the chief) save it with everything beside it."""
+def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy, chief: bool,
+                   pseudo_labelled: Sequence[tuple[Path, str]] = ()) -> KerasReader | None:
+    """Build or extend the model, fit it and (on the chief) save it with everything beside it.
+
+    `pseudo_labelled` images join the training images of a folder (see folder_training_data).
+    """
     keras.utils.set_random_seed(settings.seed)
     model_path = Path(settings.model)
     # A folder is listed once: the labelling page may add labels while this run starts.
@@ -430,7 +506,8 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     start = starting_model(settings, found)
     base = load_keras_reader(start).model if start else None
     spec = spec_for_data(found, model_info(base).spec if base is not None else None, settings.capacity)
-    data = shard_training_data(settings, spec) if items is None else folder_training_data(settings, spec, items)
+    data = (shard_training_data(settings, spec) if items is None
+            else folder_training_data(settings, spec, items, pseudo_labelled))
     with strategy.scope():
         model = build_model(data.spec) if base is None else extend_model(base, data.spec)
     if base is not None:

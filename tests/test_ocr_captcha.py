@@ -141,6 +141,7 @@ def test_model_path_that_cannot_be_saved_fails_before_training(name, message, ti
     ["--init-from", "{model}", "--data-dir", "{data}"],
     ["--test-dir", "{data}", "--data-dir", "{data}", "--model", "{data}/m.keras"],
     ["--data-dir", "{data}", "--model", "{data}/m.keras"],
+    ["--unlabelled", "{data}", "--model", "{data}/m.keras"],
     ["--evaluate", "{data}", "--report", "{data}"],
 ])
 def test_no_output_overwrites_the_model_or_lands_among_the_inputs(flags, trained_model, tiny_data, tmp_path, capsys):
@@ -227,3 +228,11 @@ def test_ctrl_c_on_the_label_page_just_stops(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(labelling, "serve", interrupted)
     assert ocr_captcha.main(["--label", str(tmp_path)]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("flag", ["--init-from", "--unlabelled"])
+def test_training_flags_are_refused_with_another_mode(flag, tiny_data, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        ocr_captcha.main([flag, str(tiny_data), "--evaluate", str(tiny_data)])
+    assert stopped.value.code == 2
+    assert f"{flag} is for training only" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from captcha_reader.base import ModelSpec
 from captcha_reader.data import encode_labels
 from captcha_reader.evaluation import evaluate_folder
 from captcha_reader.files import exclusive_lock
+from captcha_reader import training
 from captcha_reader.model import (
     build_model,
 )
@@ -252,7 +253,7 @@ def test_second_training_on_the_same_model_stops_at_once(tiny_data, tmp_path, ca
 KEY_CASES = [
     ("data_dir", "elsewhere"), ("init_from", "base.keras"), ("epochs", 7), ("batch_size", 8),
     ("learning_rate", 1e-3), ("patience", 9), ("seed", 1), ("val_split", 0.2), ("img_height", 32),
-    ("img_width", 64), ("capacity", 2), ("augment", True), ("strategy", "mirrored"),
+    ("img_width", 64), ("capacity", 2), ("augment", True), ("strategy", "mirrored"), ("unlabelled_dir", "pool"),
 ]
 
 
@@ -298,3 +299,51 @@ def test_run_whose_loss_is_not_finite_fails_and_keeps_the_model(trained_model, t
     assert model.read_bytes() == trained_model.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"], "no .prev, no scratch folder, no plots"
 
+
+
+def unlabelled_pool(tiny_data: Path, folder: Path, count: int) -> list[Path]:
+    """Copies of the first `count` images of tiny_data under names that carry no label."""
+    folder.mkdir()
+    return [Path(shutil.copy(path, folder / f"unlabelled_{i}.png"))
+            for i, path in enumerate(sorted(tiny_data.glob("*.png"))[:count])]
+
+
+def test_unlabelled_images_join_the_second_run_and_nothing_is_lost(trained_model, tiny_data, tmp_path, monkeypatch,
+                                                                  capsys):
+    monkeypatch.setattr(training, "PSEUDO_LABEL_CONFIDENCE", 0.0)  # every reading is sure: the plumbing, not the bar
+    pool = unlabelled_pool(tiny_data, tmp_path / "pool", 12)
+    model = tmp_path / "out" / "m.keras"
+    model.parent.mkdir()
+    shutil.copy(trained_model, model)
+    assert train_one_epoch(tmp_path, tiny_data, "--unlabelled", str(tmp_path / "pool")) == 0
+    assert "12 read with confidence at least 0.0 join the labels" in capsys.readouterr().out
+    assert (tmp_path / "out" / "m.prev.keras").read_bytes() == trained_model.read_bytes(), "the user's model is kept"
+    first = tmp_path / "out" / "m.labels_only" / "m.keras"
+    first_readings = [r.text for r in open_reader(first).read(pool)]
+    split = json.loads((tmp_path / "out" / "split.json").read_text())
+    assert split["pseudo_labelled"]["files"] == {path.name: text for path, text in zip(pool, first_readings)}
+    first_split = json.loads((first.parent / "split.json").read_text())
+    assert split["validation"] == first_split["validation"], "both runs validate on the same labelled images"
+    assert "pseudo_labelled" not in first_split
+
+
+def test_no_sure_reading_stops_before_the_second_run(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(training, "PSEUDO_LABEL_CONFIDENCE", 1.01)
+    unlabelled_pool(tiny_data, tmp_path / "pool", 4)
+    assert train_one_epoch(tmp_path, tiny_data, "--unlabelled", str(tmp_path / "pool")) == 1
+    assert "no unlabelled image was read with confidence at least 1.01" in one_error_line(capsys)
+    assert (tmp_path / "out" / "m.labels_only" / "m.keras").is_file()
+    assert not (tmp_path / "out" / "m.keras").exists()
+
+
+@pytest.mark.parametrize("pool, message", [
+    ("data", "is also the --data-dir folder"),
+    ("missing", "no such folder"),
+    ("empty", "no images for --unlabelled"),
+])
+def test_unusable_unlabelled_folder_stops_before_training(pool, message, tiny_data, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    folder = tiny_data if pool == "data" else tmp_path / pool
+    assert train_one_epoch(tmp_path, tiny_data, "--unlabelled", str(folder)) == 1
+    assert message in one_error_line(capsys)
+    assert not any((tmp_path / "out").iterdir()), "no run began"
