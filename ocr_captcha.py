@@ -34,6 +34,7 @@ from captcha_reader.files import (
     check_output_folder,
     check_writable,
     has_backup,
+    labels_only_model,
     same_path,
 )
 from captcha_reader.reading import named_model
@@ -246,6 +247,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_models(args: argparse.Namespace) -> list[Path]:
+    """The models a training command writes: --model, and with --unlabelled its first run's model."""
+    model = Path(args.model)
+    return [model, labels_only_model(model)] if args.unlabelled else [model]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the script; errors become one line on stderr and exit status 1."""
     args = parse_args(argv)
@@ -255,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        if mode_of(args) == "train" and has_backup(Path(args.model)):
+        if mode_of(args) == "train" and any(map(has_backup, run_models(args))):
             print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)
         else:
             print("interrupted", file=sys.stderr)

@@ -74,6 +74,11 @@ def scratch_dir(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".training")
 
 
+def labels_only_model(model_path: Path) -> Path:
+    """Where --unlabelled keeps its first run's model (trained on the labels alone), with that run's plots."""
+    return model_path.parent / f"{model_path.stem}.labels_only" / model_path.name
+
+
 def has_backup(model_path: Path) -> bool:
     """True when an interrupted run left a backup that the same command would resume from."""
     return any(scratch_dir(model_path).glob("run-*/backup"))

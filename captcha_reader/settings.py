@@ -91,6 +91,8 @@ class TrainingSettings:
             raise DatasetError(f"image height must be {MIN_IMG_HEIGHT} to {MAX_IMG_HEIGHT}, got {self.img_height}")
         if self.img_width is not None and self.img_width > MAX_IMG_WIDTH:
             raise DatasetError(f"image width must be at most {MAX_IMG_WIDTH}, got {self.img_width}")
+        if self.unlabelled_dir == "":
+            raise DatasetError("the unlabelled folder is an empty path; name a folder of images")
         if self.strategy not in STRATEGIES:
             raise DatasetError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
 

@@ -7,6 +7,7 @@ the tf.data pipeline and its augmentation, the optimizer and loss, fitting with 
 stopping and resumable backups, and saving the model with everything a reader needs.
 """
 
+import contextlib
 import hashlib
 import json
 import math
@@ -17,13 +18,14 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from captcha_reader import distributed, records
 from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, UserError
 from captcha_reader.data import (
+    check_bad_files,
     encode_labels,
     infer_spec,
     labelled_items,
@@ -41,11 +43,13 @@ from captcha_reader.files import (
     check_writable,
     exclusive_lock,
     has_backup,
+    labels_only_model,
     same_path,
     scratch_dir,
     write_atomically,
     write_json,
 )
+from captcha_reader.images import image_size
 from captcha_reader.labels import check_time_steps, decode_indices, images_in
 from captcha_reader.metrics import CharacterErrorRate, SequenceAccuracy
 from captcha_reader.model import (
@@ -139,14 +143,18 @@ def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: lis
     train_images, train_encoded = data.images[train_idx], encoded[train_idx]
     split = {"data_dir": str(settings.data_dir), "seed": settings.seed, "val_split": settings.val_split,
              "train": [data.paths[i].name for i in train_idx], "validation": [data.paths[i].name for i in val_idx]}
+    fingerprint = [f"{path.name}\t{label}\t{path.stat().st_size}" for path, label in items]
     if pseudo_labelled:
         extra = load_images(list(pseudo_labelled), spec)  # read once already: only a file changed since fails
+        if extra.bad_files:
+            print(f"{len(extra.bad_files)} of the sure readings' images can no longer be read and are left out")
         train_images = np.concatenate([train_images, extra.images])
         train_encoded = np.concatenate([train_encoded, encode_labels(extra.labels, spec)])
+        files = {path.name: label for path, label in zip(extra.paths, extra.labels)}
         split["pseudo_labelled"] = {"folder": str(settings.unlabelled_dir), "min_confidence": PSEUDO_LABEL_CONFIDENCE,
-                                    "files": {path.name: label for path, label in zip(extra.paths, extra.labels)}}
+                                    "files": files}
+        fingerprint += [f"unlabelled\t{name}\t{label}" for name, label in files.items()]
     elements = tf.data.Dataset.from_tensor_slices((train_images, train_encoded)).cache()
-    fingerprint = [f"{path.name}\t{label}\t{path.stat().st_size}" for path, label in [*items, *pseudo_labelled]]
     return TrainingData(spec, elements, len(train_images), data.images[val_idx], [data.labels[i] for i in val_idx],
                         split, fingerprint)
 
@@ -391,37 +399,56 @@ def train(settings: TrainingSettings) -> KerasReader | None:
     """
     strategy = distributed.make_strategy(settings.strategy)  # before any other TensorFlow work
     if not distributed.is_chief(strategy):
-        return train_and_save(settings, strategy, chief=False)
-    model_path = Path(settings.model)
+        return train_and_save(settings, strategy, chief=False, items=list_data(settings))
     check_run_paths(settings)
+    with locked_run(Path(settings.model)):
+        if settings.unlabelled_dir:
+            return train_with_unlabelled(settings, strategy)
+        return train_and_save(settings, strategy, chief=True, items=list_data(settings))
+
+
+def list_data(settings: TrainingSettings) -> list[tuple[Path, str]] | None:
+    """A folder's labelled images, listed once (the labelling page may add labels while a run starts); None for shards."""
+    return None if records.is_record_folder(settings.data_dir) else labelled_items(settings.data_dir)
+
+
+@contextlib.contextmanager
+def locked_run(model_path: Path) -> Iterator[None]:
+    """Hold the run lock of a model; on leaving, drop its scratch folder unless it holds a backup to resume."""
     # Two runs writing one model would corrupt each other's backups: the second one stops here.
     busy = (f"{model_path}: another training run is writing this model; wait for it to finish "
             "or give this one another --model")
     with exclusive_lock(scratch_dir(model_path) / "lock", busy):
         try:
-            if settings.unlabelled_dir:
-                return train_with_unlabelled(settings, strategy)
-            return train_and_save(settings, strategy, chief=True)
+            yield
         finally:
             if not has_backup(model_path):  # a run that failed before its first epoch ended leaves nothing
                 shutil.rmtree(scratch_dir(model_path), ignore_errors=True)
 
 
-def labels_only_model(model_path: Path) -> Path:
-    """Where --unlabelled keeps its first run's model (trained on the labels alone), with that run's plots."""
-    return model_path.parent / f"{model_path.stem}.labels_only" / model_path.name
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def sure_readings(reader: KerasReader, folder: str) -> list[tuple[Path, str]]:
-    """The images of `folder` the reader reads with at least PSEUDO_LABEL_CONFIDENCE, with those readings."""
+def unlabelled_images(folder: str, items: list[tuple[Path, str]]) -> list[Path]:
+    """The images of `folder` that are not byte-for-byte copies of a labelled image (those would leak labels)."""
+    labelled = {file_digest(path) for path, _ in items}
     paths = images_in(folder)
-    chunk = 4096  # images decoded at a time: a large folder never sits in memory whole
+    fresh = [path for path in paths if file_digest(path) not in labelled]
+    if len(fresh) < len(paths):
+        print(f"{len(paths) - len(fresh)} images of {folder} are copies of labelled images and are left out")
+    return fresh
+
+
+def sure_readings(reader: KerasReader, paths: list[Path]) -> list[tuple[Path, str]]:
+    """The images the reader reads with at least PSEUDO_LABEL_CONFIDENCE, with those readings."""
+    chunk = 4096  # images decoded at a time while reading
     readings = [reading for start in range(0, len(paths), chunk) for reading in reader.read_each(paths[start:start + chunk])]
     sure = [(path, reading.text) for path, reading in zip(paths, readings)
             if isinstance(reading, Reading) and reading.confidence >= PSEUDO_LABEL_CONFIDENCE]
-    unreadable = sum(isinstance(reading, ImageReadError) for reading in readings)
-    print(f"read {len(paths)} unlabelled images in {folder}: {len(sure)} read with confidence at least "
-          f"{PSEUDO_LABEL_CONFIDENCE} join the labels" + (f" ({unreadable} could not be read)" if unreadable else ""))
+    print(f"read {len(paths)} unlabelled images: {len(sure)} read with confidence at least {PSEUDO_LABEL_CONFIDENCE}"
+          " join the labels")
     return sure
 
 
@@ -430,22 +457,35 @@ def train_with_unlabelled(settings: TrainingSettings, strategy: tf.distribute.St
 
     From 300 labels of `hard2` and 10,000 unlabelled images, one round of these pseudo-labels read 95.3%
     of 1,000 fresh images instead of 90.7%; from 2,000 labels it gained nothing beyond one run's noise,
-    nor did a second round (benchmarks/levers.md, "Unlabelled images"). Both runs validate on the
-    same labelled images; the first run's model stays in `labels_only_model`.
+    nor did a second round (benchmarks/levers.md, "Unlabelled images"). Both runs see the labelled folder
+    as listed once, so they validate on the same images; the first run's model stays in
+    `labels_only_model`, and an interrupted second run resumes from it.
     """
-    first_path = labels_only_model(Path(settings.model))
-    first = replace(settings, model=str(first_path), test_dir=None, unlabelled_dir=None)
-    check_run_paths(first)
-    print(f"first run, on the labels alone: its model goes to {first_path}")
-    busy = f"{first_path}: another training run is writing this model; wait for it to finish"
-    with exclusive_lock(scratch_dir(first_path) / "lock", busy):
-        reader = train_and_save(first, strategy, chief=True)
-    sure = sure_readings(reader, settings.unlabelled_dir)
+    model_path, first_path = Path(settings.model), labels_only_model(Path(settings.model))
+    items = labelled_items(settings.data_dir)
+    if has_backup(model_path) and first_path.is_file() and not settings.restart:
+        print(f"the second run was interrupted: it resumes, reading with the first run's model {first_path}")
+        first_reader = load_keras_reader(first_path)
+    else:
+        print(f"first run, on the labels alone: its model goes to {first_path}")
+        with locked_run(first_path):
+            first = replace(settings, model=str(first_path), test_dir=None, unlabelled_dir=None)
+            first_reader = train_and_save(first, strategy, chief=True, items=items)
+    sure = sure_readings(first_reader, unlabelled_images(settings.unlabelled_dir, items))
     if not sure:
         raise DatasetError(f"no unlabelled image was read with confidence at least {PSEUDO_LABEL_CONFIDENCE}, so"
                            f" there is no second run; the model trained on the labels is {first_path}")
-    print(f"second run, on the labels and {len(sure)} sure readings: its model goes to {settings.model}")
-    return train_and_save(settings, strategy, chief=True, pseudo_labelled=sure)
+    print(f"second run, on the labels and {len(sure)} sure readings: its model goes to {model_path}")
+    reader = train_and_save(settings, strategy, chief=True, items=items, pseudo_labelled=sure)
+    print(f"validation: {validation_percent(first_reader)} labels only ({first_path}), "
+          f"{validation_percent(reader)} with the sure readings ({model_path})")
+    return reader
+
+
+def validation_percent(reader: KerasReader) -> str:
+    """A model's validation sequence accuracy as a percentage, or "no score"."""
+    seq_acc = reader.validation.get("seq_acc")
+    return "no score" if seq_acc is None else f"{seq_acc:.2%}"
 
 
 def check_run_paths(settings: TrainingSettings) -> None:
@@ -480,7 +520,20 @@ def check_unlabelled(settings: TrainingSettings) -> None:
         if folder and same_path(settings.unlabelled_dir, folder):
             raise DatasetError(f"--unlabelled {settings.unlabelled_dir} is also the {name} folder; give a folder of"
                                " other images of the same captchas")
-    images_in(settings.unlabelled_dir, " for --unlabelled")
+    check_output_folder(labels_only_model(Path(settings.model)).parent, "the first run's model and plots",
+                        {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir,
+                         "--unlabelled": settings.unlabelled_dir})
+    paths = images_in(settings.unlabelled_dir, " for --unlabelled")
+    check_bad_files([error for error in map(header_error, paths) if error], len(paths), settings.unlabelled_dir)
+
+
+def header_error(path: Path) -> str | None:
+    """Why an image file's header cannot be read, or None when it can."""
+    try:
+        image_size(path)
+    except ImageReadError as error:
+        return str(error)
+    return None
 
 
 def print_charset_change(old: str, new: str) -> None:
@@ -494,15 +547,15 @@ def print_charset_change(old: str, new: str) -> None:
 
 
 def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy, chief: bool,
-                   pseudo_labelled: Sequence[tuple[Path, str]] = ()) -> KerasReader | None:
+                   items: list[tuple[Path, str]] | None, pseudo_labelled: Sequence[tuple[Path, str]] = ()
+                   ) -> KerasReader | None:
     """Build or extend the model, fit it and (on the chief) save it with everything beside it.
 
-    `pseudo_labelled` images join the training images of a folder (see folder_training_data).
+    `items` is the labelled folder as `list_data` listed it (None: shards); `pseudo_labelled`
+    images join its training images (see folder_training_data).
     """
     keras.utils.set_random_seed(settings.seed)
     model_path = Path(settings.model)
-    # A folder is listed once: the labelling page may add labels while this run starts.
-    items = None if records.is_record_folder(settings.data_dir) else labelled_items(settings.data_dir)
     found = data_spec(settings, items)
     start = starting_model(settings, found)
     base = load_keras_reader(start).model if start else None

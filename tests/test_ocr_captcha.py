@@ -142,6 +142,7 @@ def test_model_path_that_cannot_be_saved_fails_before_training(name, message, ti
     ["--test-dir", "{data}", "--data-dir", "{data}", "--model", "{data}/m.keras"],
     ["--data-dir", "{data}", "--model", "{data}/m.keras"],
     ["--unlabelled", "{data}", "--model", "{data}/m.keras"],
+    ["--unlabelled", "{data}", "--test-dir", "{data}", "--data-dir", "{data}/..", "--model", "{data}/../m.keras"],
     ["--evaluate", "{data}", "--report", "{data}"],
 ])
 def test_no_output_overwrites_the_model_or_lands_among_the_inputs(flags, trained_model, tiny_data, tmp_path, capsys):
@@ -185,7 +186,7 @@ def test_failed_run_leaves_no_scratch_folder(tiny_data, tmp_path, capsys):
 def test_interrupted_run_says_resume_only_when_it_can(backup_left, tiny_data, tmp_path, capsys, monkeypatch):
     from captcha_reader import training
 
-    def interrupted(settings, strategy, chief):
+    def interrupted(settings, strategy, chief, **data):
         if backup_left:
             (training.scratch_dir(Path(settings.model)) / "run-0123456789abcdef" / "backup").mkdir(parents=True)
         raise KeyboardInterrupt

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import ROOT
+import make_captchas
 from helpers import one_error_line, train_one_epoch, write_text_images
 
 import ocr_captcha
@@ -301,22 +302,23 @@ def test_run_whose_loss_is_not_finite_fails_and_keeps_the_model(trained_model, t
 
 
 
-def unlabelled_pool(tiny_data: Path, folder: Path, count: int) -> list[Path]:
-    """Copies of the first `count` images of tiny_data under names that carry no label."""
-    folder.mkdir()
-    return [Path(shutil.copy(path, folder / f"unlabelled_{i}.png"))
-            for i, path in enumerate(sorted(tiny_data.glob("*.png"))[:count])]
+def unlabelled_pool(folder: Path, count: int) -> list[Path]:
+    """`count` new captchas of tiny_data's family, under names that carry no label."""
+    make_captchas.main(["--out", str(folder), "--count", str(count), "--seed", "8"])
+    return [path.rename(folder / f"unlabelled_{i}.png") for i, path in enumerate(sorted(folder.glob("*.png")))]
 
 
 def test_unlabelled_images_join_the_second_run_and_nothing_is_lost(trained_model, tiny_data, tmp_path, monkeypatch,
                                                                   capsys):
     monkeypatch.setattr(training, "PSEUDO_LABEL_CONFIDENCE", 0.0)  # every reading is sure: the plumbing, not the bar
-    pool = unlabelled_pool(tiny_data, tmp_path / "pool", 12)
+    pool = unlabelled_pool(tmp_path / "pool", 12)
     model = tmp_path / "out" / "m.keras"
     model.parent.mkdir()
     shutil.copy(trained_model, model)
     assert train_one_epoch(tmp_path, tiny_data, "--unlabelled", str(tmp_path / "pool")) == 0
-    assert "12 read with confidence at least 0.0 join the labels" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "12 read with confidence at least 0.0 join the labels" in out
+    assert "training on 58 images" in out and "training on 70 images" in out, "the readings join the training images"
     assert (tmp_path / "out" / "m.prev.keras").read_bytes() == trained_model.read_bytes(), "the user's model is kept"
     first = tmp_path / "out" / "m.labels_only" / "m.keras"
     first_readings = [r.text for r in open_reader(first).read(pool)]
@@ -329,21 +331,63 @@ def test_unlabelled_images_join_the_second_run_and_nothing_is_lost(trained_model
 
 def test_no_sure_reading_stops_before_the_second_run(tiny_data, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(training, "PSEUDO_LABEL_CONFIDENCE", 1.01)
-    unlabelled_pool(tiny_data, tmp_path / "pool", 4)
+    unlabelled_pool(tmp_path / "pool", 4)
     assert train_one_epoch(tmp_path, tiny_data, "--unlabelled", str(tmp_path / "pool")) == 1
     assert "no unlabelled image was read with confidence at least 1.01" in one_error_line(capsys)
     assert (tmp_path / "out" / "m.labels_only" / "m.keras").is_file()
     assert not (tmp_path / "out" / "m.keras").exists()
 
 
-@pytest.mark.parametrize("pool, message", [
-    ("data", "is also the --data-dir folder"),
-    ("missing", "no such folder"),
-    ("empty", "no images for --unlabelled"),
+@pytest.mark.parametrize("pool, extra, message", [
+    ("data", [], "is also the --data-dir folder"),
+    ("test", ["--test-dir", "{test}"], "is also the --test-dir folder"),
+    ("missing", [], "no such folder"),
+    ("empty", [], "no images for --unlabelled"),
+    ("broken", [], "no readable images among 3 files"),
+    ("test", ["--test-dir", "{labels_only}"], "the first run's model and plots would be written into --test-dir"),
 ])
-def test_unusable_unlabelled_folder_stops_before_training(pool, message, tiny_data, tmp_path, capsys):
+def test_unusable_unlabelled_folder_stops_before_training(pool, extra, message, tiny_data, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    for i in range(3):
+        (tmp_path / "broken" / f"b{i}.png").write_bytes(b"not a png")
+    test = tmp_path / "test"
+    shutil.copytree(tiny_data, test)
     folder = tiny_data if pool == "data" else tmp_path / pool
-    assert train_one_epoch(tmp_path, tiny_data, "--unlabelled", str(folder)) == 1
+    extra = [flag.format(test=test, labels_only=tmp_path / "out" / "m.labels_only") for flag in extra]
+    if "m.labels_only" in " ".join(extra):
+        shutil.copytree(tiny_data, tmp_path / "out" / "m.labels_only")
+        folder = tmp_path / "empty"
+        (folder / "x.png").write_bytes((tiny_data / sorted(p.name for p in tiny_data.iterdir())[0]).read_bytes())
+    assert train_one_epoch(tmp_path, tiny_data, "--unlabelled", str(folder), *extra) == 1
     assert message in one_error_line(capsys)
-    assert not any((tmp_path / "out").iterdir()), "no run began"
+    assert not list((tmp_path / "out").glob("*.keras")), "no run began"
+    assert not (tmp_path / "out" / "m.training").exists()
+
+
+def test_copies_of_labelled_images_are_left_out_of_the_unlabelled(tiny_data, tmp_path, capsys):
+    labelled = sorted(tiny_data.glob("*.png"))
+    pool = unlabelled_pool(tmp_path / "pool", 1)
+    for i, path in enumerate(labelled[:2]):
+        shutil.copy(path, tmp_path / "pool" / f"copy_{i}.png")
+    assert training.unlabelled_images(str(tmp_path / "pool"), [(path, "1234") for path in labelled]) == pool
+    assert "2 images of" in capsys.readouterr().out
+
+
+def test_an_interrupted_second_run_resumes_from_the_first_runs_model(trained_model, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "PSEUDO_LABEL_CONFIDENCE", 0.0)
+    unlabelled_pool(tmp_path / "pool", 2)
+    model = tmp_path / "out" / "m.keras"
+    (scratch_dir(model) / "run-0123456789abcdef" / "backup").mkdir(parents=True)
+    first = tmp_path / "out" / "m.labels_only" / "m.keras"
+    first.parent.mkdir()
+    shutil.copy(trained_model, first)
+    runs = []
+
+    def second_run(settings, strategy, chief, items, pseudo_labelled=()):
+        runs.append((settings.model, len(items), len(pseudo_labelled)))
+        return open_reader(first)
+
+    monkeypatch.setattr(training, "train_and_save", second_run)
+    assert train_one_epoch(tmp_path, tiny_data, "--unlabelled", str(tmp_path / "pool")) == 0
+    assert runs == [(str(model), 64, 2)], "only the second run, reading with the kept first model"
