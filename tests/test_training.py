@@ -215,13 +215,16 @@ def test_killed_training_resumes_from_last_finished_epoch(tiny_data, tmp_path):
     assert epochs[-1] == "3"
 
 
-def test_restart_ignores_backup(tiny_data, tmp_path):
+def test_restart_ignores_backup(tiny_data, tmp_path, monkeypatch, capsys):
     model = tmp_path / "m.keras"
+    monkeypatch.setattr(training, "run_key", lambda *args: "0123456789abcdef")  # the stale backup is this run's
     stale = tmp_path / "m.training" / "run-0123456789abcdef" / "backup"
     stale.mkdir(parents=True)
     (stale / "latest.weights.h5").write_bytes(b"stale")
     assert ocr_captcha.main(["--data-dir", str(tiny_data), "--model", str(model), "--epochs", "1",
                              "--verbose", "0", "--restart"]) == 0
+    out, err = capsys.readouterr()
+    assert "resuming" not in out and "unreadable" not in err, "--restart must not look at the old backup"
     assert model.exists()
 
 
