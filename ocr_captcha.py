@@ -51,6 +51,7 @@ from captcha_reader.settings import (
     MAX_AUTO_EPOCHS,
     MAX_IMG_HEIGHT,
     MAX_IMG_WIDTH,
+    MAX_PSEUDO_LABELLED,
     MIN_AUTO_EPOCHS,
     MIN_IMG_HEIGHT,
     MIN_TRAINING_IMAGES,
@@ -121,8 +122,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")
     parser.add_argument("--unlabelled", metavar="DIR",
                         help="unlabelled images of the same captchas: after a first run on the labels, the readings"
-                             f" it is sure of (confidence at least {PSEUDO_LABEL_CONFIDENCE}) join the labels for a"
-                             " second run, whose model is saved; the first run's model is kept beside it")
+                             f" it is sure of (confidence at least {PSEUDO_LABEL_CONFIDENCE}; at most"
+                             f" {MAX_PSEUDO_LABELLED:,}) join the labels for a second run, whose model is saved; the"
+                             " first run's model is kept beside it")
     parser.add_argument("--init-from", metavar="MODEL",
                         help="fine-tune this saved model (base: the shipped base model; scratch: a new network)"
                              " (default: the base model when the labels use letters it knows and no other geometry"

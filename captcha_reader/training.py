@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import math
+import random
 import shutil
 import string
 import sys
@@ -60,7 +61,14 @@ from captcha_reader.model import (
     model_info,
 )
 from captcha_reader.reading import BASE_CAPACITY, BASE_CHARSET, BASE_HEIGHT, BASE_MODEL, existing_model
-from captcha_reader.settings import PSEUDO_LABEL_CONFIDENCE, SCRATCH, TrainingPlan, TrainingSettings, plan_training
+from captcha_reader.settings import (
+    MAX_PSEUDO_LABELLED,
+    PSEUDO_LABEL_CONFIDENCE,
+    SCRATCH,
+    TrainingPlan,
+    TrainingSettings,
+    plan_training,
+)
 from captcha_reader.tf_import import keras, tf
 from captcha_reader.verdict import judge_validation
 
@@ -447,9 +455,17 @@ def sure_readings(reader: KerasReader, paths: list[Path]) -> list[tuple[Path, st
     readings = [reading for start in range(0, len(paths), chunk) for reading in reader.read_each(paths[start:start + chunk])]
     sure = [(path, reading.text) for path, reading in zip(paths, readings)
             if isinstance(reading, Reading) and reading.confidence >= PSEUDO_LABEL_CONFIDENCE]
-    print(f"read {len(paths)} unlabelled images: {len(sure)} read with confidence at least {PSEUDO_LABEL_CONFIDENCE}"
-          " join the labels")
+    print(f"read {len(paths)} unlabelled images: {len(sure)} read with confidence at least {PSEUDO_LABEL_CONFIDENCE}")
     return sure
+
+
+def at_most_max(sure: list[tuple[Path, str]], seed: int) -> list[tuple[Path, str]]:
+    """The sure readings, or a sample of MAX_PSEUDO_LABELLED of them (seeded, in file order) when there are more."""
+    if len(sure) <= MAX_PSEUDO_LABELLED:
+        return sure
+    print(f"{len(sure)} sure readings are more than a second run takes: a sample of {MAX_PSEUDO_LABELLED} (seed {seed})"
+          " joins")
+    return [sure[i] for i in sorted(random.Random(seed).sample(range(len(sure)), MAX_PSEUDO_LABELLED))]
 
 
 def train_with_unlabelled(settings: TrainingSettings, strategy: tf.distribute.Strategy) -> KerasReader:
@@ -471,7 +487,7 @@ def train_with_unlabelled(settings: TrainingSettings, strategy: tf.distribute.St
         with locked_run(first_path):
             first = replace(settings, model=str(first_path), test_dir=None, unlabelled_dir=None)
             first_reader = train_and_save(first, strategy, chief=True, items=items)
-    sure = sure_readings(first_reader, unlabelled_images(settings.unlabelled_dir, items))
+    sure = at_most_max(sure_readings(first_reader, unlabelled_images(settings.unlabelled_dir, items)), settings.seed)
     if not sure:
         raise DatasetError(f"no unlabelled image was read with confidence at least {PSEUDO_LABEL_CONFIDENCE}, so"
                            f" there is no second run; the model trained on the labels is {first_path}")

@@ -330,7 +330,7 @@ def test_unlabelled_images_join_the_second_run_and_nothing_is_lost(trained_model
     shutil.copy(trained_model, model)
     assert train_one_epoch(tmp_path, tiny_data, "--unlabelled", str(tmp_path / "pool")) == 0
     out = capsys.readouterr().out
-    assert "12 read with confidence at least 0.0 join the labels" in out
+    assert "12 read with confidence at least 0.0" in out
     assert "training on 70 images" in out, "the readings join the 58 labelled training images"
     assert (tmp_path / "out" / "m.prev.keras").read_bytes() == trained_model.read_bytes(), "the user's model is kept"
     first_readings = [r.text for r in open_reader(trained_model).read(pool)]
@@ -394,6 +394,28 @@ def test_copies_of_labelled_images_are_left_out_of_the_unlabelled(tiny_data, tmp
         shutil.copy(path, tmp_path / "pool" / f"copy_{i}.png")
     assert training.unlabelled_images(str(tmp_path / "pool"), [(path, "1234") for path in labelled]) == pool
     assert "2 images of" in capsys.readouterr().out
+
+
+def test_at_most_max_pseudo_labelled_readings_join_a_seeded_sample(trained_model, tiny_data, tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setattr(training, "PSEUDO_LABEL_CONFIDENCE", 0.0)
+    monkeypatch.setattr(training, "MAX_PSEUDO_LABELLED", 3)
+    pool = unlabelled_pool(tmp_path / "pool", 6)
+    joined = []
+
+    def both_runs(settings, strategy, chief, items, pseudo_labelled=()):
+        """The fixture model stands in for both runs; the second records what joined."""
+        shutil.copy(trained_model, settings.model)
+        if settings.unlabelled_dir is not None:
+            joined.append([path for path, _ in pseudo_labelled])
+        return open_reader(settings.model)
+
+    monkeypatch.setattr(training, "train_and_save", both_runs)
+    for _ in range(2):
+        assert train_one_epoch(tmp_path, tiny_data, "--unlabelled", str(tmp_path / "pool")) == 0
+    assert "6 sure readings are more than a second run takes: a sample of 3 (seed 1337) joins" in capsys.readouterr().out
+    assert len(joined[0]) == 3 and set(joined[0]) <= set(pool) and joined[0] == sorted(joined[0])
+    assert joined[0] == joined[1], "the same command picks the same sample"
 
 
 def test_an_interrupted_second_run_resumes_from_the_first_runs_model(trained_model, tiny_data, tmp_path, monkeypatch):
