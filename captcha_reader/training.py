@@ -571,7 +571,26 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     images join its training images (see folder_training_data).
     """
     keras.utils.set_random_seed(settings.seed)
-    model_path = Path(settings.model)
+    model, data, start = model_and_data(settings, strategy, items, pseudo_labelled)
+    work = run_folder(settings, run_key(data.fingerprint, settings, data.spec, start), chief)
+    started = time.monotonic()
+    history = fit(model, data.train_elements, data.n_train, data.val_images, encode_labels(data.val_labels, data.spec),
+                  settings, work, strategy=strategy)
+    seconds = time.monotonic() - started
+    if not chief:
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"worker finished after {seconds:.0f} s; the chief writes the model")
+        return None
+    reader, val_readings = judged_reader(model, data, history, settings, seconds, work)
+    save_run(reader, data, history, val_readings, settings, start, work)
+    if settings.test_dir:
+        evaluate_folder(reader, settings.test_dir, Path(settings.model).with_name("test_report.json"))
+    return reader
+
+
+def model_and_data(settings: TrainingSettings, strategy: tf.distribute.Strategy, items: list[tuple[Path, str]] | None,
+                   pseudo_labelled: Sequence[tuple[Path, str]]) -> tuple[keras.Model, TrainingData, str | None]:
+    """The network to train (new, or extended from the starting model), its data, and the starting model's path."""
     found = data_spec(settings, items)
     start = starting_model(settings, found)
     base = load_keras_reader(start).model if start else None
@@ -585,27 +604,26 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     print(f"training on {data.n_train} images, validating on {len(data.val_labels)} (seed {settings.seed}); "
           f"{distributed.task_description(strategy)}, {strategy.num_replicas_in_sync} "
           f"replica{'' if strategy.num_replicas_in_sync == 1 else 's'}")
+    return model, data, start
 
-    # Checkpoints and the log of a run in progress live in a folder keyed to its data and settings:
-    # re-running the same command resumes there, and a different run never restores them.
-    # Workers other than the chief keep theirs in a temporary folder.
-    key = run_key(data.fingerprint, settings, data.spec, start)
-    work = scratch_dir(model_path) / f"run-{key}" if chief else Path(tempfile.mkdtemp())
+
+def run_folder(settings: TrainingSettings, key: str, chief: bool) -> Path:
+    """Where the run keeps its checkpoints and log: resumed if it exists, unless --restart."""
+    # Keyed to the data and settings: re-running the same command resumes there, and a different
+    # run never restores it. Workers other than the chief keep theirs in a temporary folder.
+    work = scratch_dir(Path(settings.model)) / f"run-{key}" if chief else Path(tempfile.mkdtemp())
     if settings.restart:
         shutil.rmtree(work, ignore_errors=True)
     if (work / "backup").exists():
         print(f"resuming from the last finished epoch in {work} (--restart to start over)")
     work.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    val_encoded = encode_labels(data.val_labels, data.spec)
-    history = fit(model, data.train_elements, data.n_train, data.val_images, val_encoded, settings, work,
-                  strategy=strategy)
-    seconds = time.monotonic() - started
-    if not chief:
-        shutil.rmtree(work, ignore_errors=True)
-        print(f"worker finished after {seconds:.0f} s; the chief writes the model")
-        return None
+    return work
 
+
+def judged_reader(model: keras.Model, data: TrainingData, history: dict, settings: TrainingSettings,
+                  seconds: float, work: Path) -> tuple[KerasReader, list[Reading]]:
+    """The trained model's reader with its validation scores and readings; refuses a run not worth saving."""
+    model_path = Path(settings.model)
     reader = KerasReader(model)
     readings = reader.read_arrays(data.val_images)
     seq_acc, cer = score(data.val_labels, [r.text for r in readings])
@@ -626,15 +644,18 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
         shutil.rmtree(scratch_dir(model_path), ignore_errors=True)  # nothing worth resuming
         raise DatasetError(f"training learned nothing, so {model_path} and its .prev.keras were left as they were"
                            " (one of them reads better or records no score); see the likely causes above")
+    return reader, readings
 
-    save_model(model, model_path)
+
+def save_run(reader: KerasReader, data: TrainingData, history: dict, val_readings: list[Reading],
+             settings: TrainingSettings, start: str | None, work: Path) -> None:
+    """Save the model, its training log, split and plots beside it, and drop the run's scratch folder."""
+    model_path = Path(settings.model)
+    save_model(reader.model, model_path)
     shutil.move(str(work / "training_log.csv"), model_path.with_name("training_log.csv"))
     shutil.rmtree(scratch_dir(model_path), ignore_errors=True)
     write_json(model_path.with_name("split.json"), {**data.split, "init_from": start})
     from captcha_reader import plots  # matplotlib is only needed once training is done
 
-    plots.save_training_plots(model_path.parent, history, model, data.val_images, data.val_labels, readings)
+    plots.save_training_plots(model_path.parent, history, reader.model, data.val_images, data.val_labels, val_readings)
     print(f"saved {model_path} (plots and split.json beside it)")
-    if settings.test_dir:
-        evaluate_folder(reader, settings.test_dir, model_path.with_name("test_report.json"))
-    return reader
