@@ -113,6 +113,14 @@ def list_labelled_images(folder: Union[str, Path]) -> list[tuple[Path, str]]:
     return [(p, label) for p, label in labelled if label]
 
 
+def noted_without_label(folder: Union[str, Path]) -> set[str]:
+    """Names of the images that the folder's labels.csv leaves without a label but with a note (`unreadable`)."""
+    csv_path = Path(folder) / LABELS_CSV
+    if not csv_path.is_file():
+        return set()
+    return {name for name, row in read_label_rows(csv_path).items() if not row.label and row.note}
+
+
 # ---------------------------------------------------------------------------
 # Charset: characters <-> class indices (0 is the CTC blank)
 # ---------------------------------------------------------------------------

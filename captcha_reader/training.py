@@ -51,7 +51,7 @@ from captcha_reader.files import (
     write_json,
 )
 from captcha_reader.images import image_size
-from captcha_reader.labels import check_time_steps, decode_indices, images_in
+from captcha_reader.labels import check_time_steps, decode_indices, images_in, noted_without_label
 from captcha_reader.metrics import CharacterErrorRate, SequenceAccuracy
 from captcha_reader.model import (
     KerasReader,
@@ -440,12 +440,23 @@ def file_digest(path: Path) -> str:
 
 
 def unlabelled_images(folder: str, items: list[tuple[Path, str]]) -> list[Path]:
-    """The images of `folder` that are not byte-for-byte copies of a labelled image (those would leak labels)."""
+    """The images of `folder` to read: none labelled, none marked unreadable, none a byte copy of a labelled one.
+
+    Copies would leak validation labels. Named as --unlabelled, the --data-dir folder itself gives the images
+    its labels.csv lists as waiting for a label.
+    """
     labelled = {file_digest(path) for path, _ in items}
-    paths = images_in(folder)
+    unreadable = noted_without_label(folder)
+    paths = [path for path in images_in(folder) if path.name not in unreadable]
     fresh = [path for path in paths if file_digest(path) not in labelled]
     if len(fresh) < len(paths):
-        print(f"{len(paths) - len(fresh)} images of {folder} are copies of labelled images and are left out")
+        print(f"{len(paths) - len(fresh)} images of {folder} are labelled images or copies of them, and are left out")
+    if unreadable:
+        print(f"{len(unreadable)} images that its labels.csv marks unreadable are left out")
+    if not fresh:
+        raise DatasetError(f"--unlabelled {folder}: every image there is labelled, a copy of a labelled image or marked"
+                           " in labels.csv, so there is nothing to read; give a folder of other images of the same"
+                           " captchas")
     return fresh
 
 
@@ -475,10 +486,12 @@ def train_with_unlabelled(settings: TrainingSettings, strategy: tf.distribute.St
     of 1,000 fresh images instead of 90.7%; from 2,000 labels it gained nothing beyond one run's noise,
     nor did a second round (benchmarks/levers.md, "Unlabelled images"). Both runs see the labelled folder
     as listed once, so they validate on the same images; the first run's model stays in
-    `labels_only_model`, and an interrupted second run resumes from it.
+    `labels_only_model`, and an interrupted second run resumes from it. The unlabelled folder may be the
+    labelled one: the images its labels.csv lists as waiting for a label are then the ones read.
     """
     model_path, first_path = Path(settings.model), labels_only_model(Path(settings.model))
     items = labelled_items(settings.data_dir)
+    pool = unlabelled_images(settings.unlabelled_dir, items)
     if has_backup(model_path) and first_path.is_file() and not settings.restart:
         print(f"the second run was interrupted: it resumes, reading with the first run's model {first_path}")
         first_reader = load_keras_reader(first_path)
@@ -487,7 +500,7 @@ def train_with_unlabelled(settings: TrainingSettings, strategy: tf.distribute.St
         with locked_run(first_path):
             first = replace(settings, model=str(first_path), test_dir=None, unlabelled_dir=None)
             first_reader = train_and_save(first, strategy, chief=True, items=items)
-    sure = at_most_max(sure_readings(first_reader, unlabelled_images(settings.unlabelled_dir, items)), settings.seed)
+    sure = at_most_max(sure_readings(first_reader, pool), settings.seed)
     if not sure:
         raise DatasetError(f"no unlabelled image was read with confidence at least {PSEUDO_LABEL_CONFIDENCE}, so"
                            f" there is no second run; the model trained on the labels is {first_path}")
@@ -532,10 +545,9 @@ def check_unlabelled(settings: TrainingSettings) -> None:
     if settings.strategy == "multiworker" or records.is_record_folder(settings.data_dir):
         raise DatasetError("--unlabelled works with a folder of labelled images on one machine, not with"
                            " TFRecord shards or --strategy multiworker")
-    for name, folder in (("--data-dir", settings.data_dir), ("--test-dir", settings.test_dir)):
-        if folder and same_path(settings.unlabelled_dir, folder):
-            raise DatasetError(f"--unlabelled {settings.unlabelled_dir} is also the {name} folder; give a folder of"
-                               " other images of the same captchas")
+    if settings.test_dir and same_path(settings.unlabelled_dir, settings.test_dir):
+        raise DatasetError(f"--unlabelled {settings.unlabelled_dir} is also the --test-dir folder; give a folder of"
+                           " other images of the same captchas")
     check_output_folder(labels_only_model(Path(settings.model)).parent, "the first run's model and plots",
                         {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir,
                          "--unlabelled": settings.unlabelled_dir})

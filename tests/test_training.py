@@ -361,7 +361,7 @@ def test_no_sure_reading_stops_before_the_second_run(trained_model, tiny_data, t
 
 
 @pytest.mark.parametrize("pool, extra, message", [
-    ("data", [], "is also the --data-dir folder"),
+    ("data", [], "every image there is labelled, a copy of a labelled image or marked in labels.csv"),
     ("test", ["--test-dir", "{test}"], "is also the --test-dir folder"),
     ("missing", [], "no such folder"),
     ("empty", [], "no images for --unlabelled"),
@@ -394,6 +394,33 @@ def test_copies_of_labelled_images_are_left_out_of_the_unlabelled(tiny_data, tmp
         shutil.copy(path, tmp_path / "pool" / f"copy_{i}.png")
     assert training.unlabelled_images(str(tmp_path / "pool"), [(path, "1234") for path in labelled]) == pool
     assert "2 images of" in capsys.readouterr().out
+
+
+def test_the_labelled_folder_gives_its_waiting_images_as_the_unlabelled(trained_model, tiny_data, tmp_path,
+                                                                        monkeypatch, capsys):
+    monkeypatch.setattr(training, "PSEUDO_LABEL_CONFIDENCE", 0.0)
+    runs = []
+
+    def both_runs(settings, strategy, chief, items, pseudo_labelled=()):
+        """The fixture model stands in for both runs; each records what it trains on."""
+        runs.append((len(items), [path.name for path, _ in pseudo_labelled]))
+        shutil.copy(trained_model, settings.model)
+        return open_reader(settings.model)
+
+    monkeypatch.setattr(training, "train_and_save", both_runs)
+    folder = tmp_path / "site"
+    shutil.copytree(tiny_data, folder)
+    waiting = [path.rename(folder / path.name) for path in unlabelled_pool(tmp_path / "new", 3)]
+    # What the labelling page writes: a waiting row per image it has not labelled yet.
+    (folder / "labels.csv").write_text("path,label,note\n" + "".join(f"{path.name},,\n" for path in waiting)
+                                       + f"{waiting[2].name},,unreadable\n")
+    items = training.labelled_items(folder)
+    assert len(items) == 64, "the waiting and unreadable images are not labelled"
+    assert training.unlabelled_images(str(folder), items) == waiting[:2]
+    out = capsys.readouterr().out
+    assert "64 images of" in out and "that its labels.csv marks unreadable are left out" in out
+    assert train_one_epoch(tmp_path, folder, "--unlabelled", str(folder)) == 0
+    assert runs == [(64, []), (64, [path.name for path in waiting[:2]])]
 
 
 def test_at_most_max_pseudo_labelled_readings_join_a_seeded_sample(trained_model, tiny_data, tmp_path, monkeypatch,
