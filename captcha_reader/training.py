@@ -51,7 +51,7 @@ from captcha_reader.files import (
     write_json,
 )
 from captcha_reader.images import image_size
-from captcha_reader.labels import check_time_steps, decode_indices, images_in, noted_without_label
+from captcha_reader.labels import LABELS_CSV, check_time_steps, decode_indices, images_in, noted_without_label
 from captcha_reader.metrics import CharacterErrorRate, SequenceAccuracy
 from captcha_reader.model import (
     KerasReader,
@@ -450,9 +450,9 @@ def unlabelled_images(folder: str, items: list[tuple[Path, str]]) -> list[Path]:
     paths = [path for path in images_in(folder) if path.name not in unreadable]
     fresh = [path for path in paths if file_digest(path) not in labelled]
     if len(fresh) < len(paths):
-        print(f"{len(paths) - len(fresh)} images of {folder} are labelled images or copies of them, and are left out")
+        print(f"{len(paths) - len(fresh)} images of {folder} are labelled (or copies of labelled images) and are left out")
     if unreadable:
-        print(f"{len(unreadable)} images that its labels.csv marks unreadable are left out")
+        print(f"{len(unreadable)} images that {Path(folder) / LABELS_CSV} marks unreadable are left out")
     if not fresh:
         raise DatasetError(f"--unlabelled {folder}: every image there is labelled, a copy of a labelled image or marked"
                            " in labels.csv, so there is nothing to read; give a folder of other images of the same"

@@ -418,7 +418,7 @@ def test_the_labelled_folder_gives_its_waiting_images_as_the_unlabelled(trained_
     assert len(items) == 64, "the waiting and unreadable images are not labelled"
     assert training.unlabelled_images(str(folder), items) == waiting[:2]
     out = capsys.readouterr().out
-    assert "64 images of" in out and "that its labels.csv marks unreadable are left out" in out
+    assert "64 images of" in out and "labels.csv marks unreadable are left out" in out
     assert train_one_epoch(tmp_path, folder, "--unlabelled", str(folder)) == 0
     assert runs == [(64, []), (64, [path.name for path in waiting[:2]])]
 
