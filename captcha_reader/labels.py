@@ -113,12 +113,12 @@ def list_labelled_images(folder: Union[str, Path]) -> list[tuple[Path, str]]:
     return [(p, label) for p, label in labelled if label]
 
 
-def noted_without_label(folder: Union[str, Path]) -> set[str]:
-    """Names of the images that the folder's labels.csv leaves without a label but with a note (`unreadable`)."""
+def answered_names(folder: Union[str, Path]) -> set[str]:
+    """Names that the folder's labels.csv gives a label or a note (such as `unreadable`): not waiting for a label."""
     csv_path = Path(folder) / LABELS_CSV
     if not csv_path.is_file():
         return set()
-    return {name for name, row in read_label_rows(csv_path).items() if not row.label and row.note}
+    return {name for name, row in read_label_rows(csv_path).items() if row.label or row.note}
 
 
 # ---------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from captcha_reader.files import (
     write_json,
 )
 from captcha_reader.images import image_size
-from captcha_reader.labels import LABELS_CSV, check_time_steps, decode_indices, images_in, noted_without_label
+from captcha_reader.labels import LABELS_CSV, answered_names, check_time_steps, decode_indices, images_in
 from captcha_reader.metrics import CharacterErrorRate, SequenceAccuracy
 from captcha_reader.model import (
     KerasReader,
@@ -149,9 +149,10 @@ def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: lis
     train_idx, val_idx = split_indices(len(data.labels), settings.val_split, settings.seed)
     encoded = encode_labels(data.labels, spec)
     train_images, train_encoded = data.images[train_idx], encoded[train_idx]
+    fingerprint = item_lines(items)
     split = {"data_dir": str(settings.data_dir), "seed": settings.seed, "val_split": settings.val_split,
+             "labels_digest": digest_of(fingerprint),
              "train": [data.paths[i].name for i in train_idx], "validation": [data.paths[i].name for i in val_idx]}
-    fingerprint = [f"{path.name}\t{label}\t{path.stat().st_size}" for path, label in items]
     if pseudo_labelled:
         extra = load_images(list(pseudo_labelled), spec)  # read once already: only a file changed since fails
         if extra.bad_files:
@@ -165,6 +166,28 @@ def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: lis
     elements = tf.data.Dataset.from_tensor_slices((train_images, train_encoded)).cache()
     return TrainingData(spec, elements, len(train_images), data.images[val_idx], [data.labels[i] for i in val_idx],
                         split, fingerprint)
+
+
+def item_lines(items: list[tuple[Path, str]]) -> list[str]:
+    """Each labelled image's name, label and size: what identifies a folder's labels."""
+    return [f"{path.name}\t{label}\t{path.stat().st_size}" for path, label in items]
+
+
+def digest_of(lines: list[str]) -> str:
+    """A short hash of some lines of text."""
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def trained_on(model_path: Path, items: list[tuple[Path, str]]) -> bool:
+    """True when the model exists and its split.json says it was trained on exactly these labelled images."""
+    split_path = model_path.with_name("split.json")
+    if not (model_path.is_file() and split_path.is_file()):
+        return False
+    try:
+        recorded = json.loads(split_path.read_text()).get("labels_digest")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded == digest_of(item_lines(items))
 
 
 def shard_training_data(settings: TrainingSettings, spec: ModelSpec) -> TrainingData:
@@ -440,24 +463,32 @@ def file_digest(path: Path) -> str:
 
 
 def unlabelled_images(folder: str, items: list[tuple[Path, str]]) -> list[Path]:
-    """The images of `folder` to read: none labelled, none marked unreadable, none a byte copy of a labelled one.
+    """The images of `folder` to read: none its labels.csv labels or marks, none a byte copy of a labelled image.
 
     Copies would leak validation labels. Named as --unlabelled, the --data-dir folder itself gives the images
     its labels.csv lists as waiting for a label.
     """
     labelled = {file_digest(path) for path, _ in items}
-    unreadable = noted_without_label(folder)
-    paths = [path for path in images_in(folder) if path.name not in unreadable]
+    images = images_in(folder)
+    answered = answered_names(folder)
+    paths = [path for path in images if path.name not in answered]
     fresh = [path for path in paths if file_digest(path) not in labelled]
+    if len(paths) < len(images):
+        print(f"left out: {count(len(images) - len(paths), 'image')} that {Path(folder) / LABELS_CSV} labels or"
+              " marks unreadable")
     if len(fresh) < len(paths):
-        print(f"{len(paths) - len(fresh)} images of {folder} are labelled (or copies of labelled images) and are left out")
-    if unreadable:
-        print(f"{len(unreadable)} images that {Path(folder) / LABELS_CSV} marks unreadable are left out")
+        print(f"left out: {count(len(paths) - len(fresh), 'image')} of {folder} labelled by file name, or copies of"
+              " labelled images")
     if not fresh:
         raise DatasetError(f"--unlabelled {folder}: every image there is labelled, a copy of a labelled image or marked"
                            " in labels.csv, so there is nothing to read; give a folder of other images of the same"
                            " captchas")
     return fresh
+
+
+def count(number: int, noun: str) -> str:
+    """`1 image`, `2 images`: a number with its noun."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def sure_readings(reader: KerasReader, paths: list[Path]) -> list[tuple[Path, str]]:
@@ -492,10 +523,13 @@ def train_with_unlabelled(settings: TrainingSettings, strategy: tf.distribute.St
     model_path, first_path = Path(settings.model), labels_only_model(Path(settings.model))
     items = labelled_items(settings.data_dir)
     pool = unlabelled_images(settings.unlabelled_dir, items)
-    if has_backup(model_path) and first_path.is_file() and not settings.restart:
+    interrupted = has_backup(model_path) and not settings.restart
+    if interrupted and trained_on(first_path, items):
         print(f"the second run was interrupted: it resumes, reading with the first run's model {first_path}")
         first_reader = load_keras_reader(first_path)
     else:
+        if interrupted and first_path.is_file():
+            print(f"the labels changed since the first run's model {first_path} was trained: both runs start again")
         print(f"first run, on the labels alone: its model goes to {first_path}")
         with locked_run(first_path):
             first = replace(settings, model=str(first_path), test_dir=None, unlabelled_dir=None)
@@ -541,7 +575,7 @@ def check_run_paths(settings: TrainingSettings) -> None:
 
 
 def check_unlabelled(settings: TrainingSettings) -> None:
-    """--unlabelled needs a folder of labelled images, and images of its own that are not the test's."""
+    """--unlabelled needs a folder of labelled images, and readable images that are not the test's."""
     if settings.strategy == "multiworker" or records.is_record_folder(settings.data_dir):
         raise DatasetError("--unlabelled works with a folder of labelled images on one machine, not with"
                            " TFRecord shards or --strategy multiworker")

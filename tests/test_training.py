@@ -19,7 +19,7 @@ import make_captchas
 from helpers import one_error_line, train_one_epoch, write_text_images
 
 import ocr_captcha
-from captcha_reader.base import ModelSpec
+from captcha_reader.base import DatasetError, ModelSpec
 from captcha_reader.data import encode_labels
 from captcha_reader.evaluation import evaluate_folder
 from captcha_reader.files import exclusive_lock
@@ -393,7 +393,10 @@ def test_copies_of_labelled_images_are_left_out_of_the_unlabelled(tiny_data, tmp
     for i, path in enumerate(labelled[:2]):
         shutil.copy(path, tmp_path / "pool" / f"copy_{i}.png")
     assert training.unlabelled_images(str(tmp_path / "pool"), [(path, "1234") for path in labelled]) == pool
-    assert "2 images of" in capsys.readouterr().out
+    assert "left out: 2 images of" in capsys.readouterr().out
+    (tmp_path / "pool" / "labels.csv").write_text(f"{pool[0].name},1234,\n")  # a person's label: not replaced
+    with pytest.raises(DatasetError, match="nothing to read"):
+        training.unlabelled_images(str(tmp_path / "pool"), [(path, "1234") for path in labelled])
 
 
 def test_the_labelled_folder_gives_its_waiting_images_as_the_unlabelled(trained_model, tiny_data, tmp_path,
@@ -418,7 +421,7 @@ def test_the_labelled_folder_gives_its_waiting_images_as_the_unlabelled(trained_
     assert len(items) == 64, "the waiting and unreadable images are not labelled"
     assert training.unlabelled_images(str(folder), items) == waiting[:2]
     out = capsys.readouterr().out
-    assert "64 images of" in out and "labels.csv marks unreadable are left out" in out
+    assert "left out: 1 image that" in out and "left out: 64 images of" in out
     assert train_one_epoch(tmp_path, folder, "--unlabelled", str(folder)) == 0
     assert runs == [(64, []), (64, [path.name for path in waiting[:2]])]
 
@@ -441,24 +444,35 @@ def test_at_most_max_pseudo_labelled_readings_join_a_seeded_sample(trained_model
     for _ in range(2):
         assert train_one_epoch(tmp_path, tiny_data, "--unlabelled", str(tmp_path / "pool")) == 0
     assert "6 sure readings are more than a second run takes: a sample of 3 (seed 1337) joins" in capsys.readouterr().out
-    assert len(joined[0]) == 3 and set(joined[0]) <= set(pool) and joined[0] == sorted(joined[0])
+    assert joined[0] == [pool[i] for i in (2, 4, 5)], "a seeded sample, in file order, not the first three"
     assert joined[0] == joined[1], "the same command picks the same sample"
 
 
-def test_an_interrupted_second_run_resumes_from_the_first_runs_model(trained_model, tiny_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("labels_changed", [False, True])
+def test_an_interrupted_second_run_resumes_from_the_first_runs_model(labels_changed, trained_model, tiny_data, tmp_path,
+                                                                     monkeypatch, capsys):
     monkeypatch.setattr(training, "PSEUDO_LABEL_CONFIDENCE", 0.0)
     unlabelled_pool(tmp_path / "pool", 2)
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    if labels_changed:  # the user labelled on after the first run: its model no longer fits the labels
+        sorted(data.glob("*.png"))[0].unlink()
     model = tmp_path / "out" / "m.keras"
     (scratch_dir(model) / "run-0123456789abcdef" / "backup").mkdir(parents=True)
     first = tmp_path / "out" / "m.labels_only" / "m.keras"
     first.parent.mkdir()
     shutil.copy(trained_model, first)
+    shutil.copy(trained_model.with_name("split.json"), first.with_name("split.json"))  # trained on tiny_data
     runs = []
 
-    def second_run(settings, strategy, chief, items, pseudo_labelled=()):
+    def run(settings, strategy, chief, items, pseudo_labelled=()):
         runs.append((settings.model, len(items), len(pseudo_labelled)))
         return open_reader(first)
 
-    monkeypatch.setattr(training, "train_and_save", second_run)
-    assert train_one_epoch(tmp_path, tiny_data, "--unlabelled", str(tmp_path / "pool")) == 0
-    assert runs == [(str(model), 64, 2)], "only the second run, reading with the kept first model"
+    monkeypatch.setattr(training, "train_and_save", run)
+    assert train_one_epoch(tmp_path, data, "--unlabelled", str(tmp_path / "pool")) == 0
+    if labels_changed:
+        assert runs == [(str(first), 63, 0), (str(model), 63, 2)], "the first run again, on today's labels"
+        assert "the labels changed since the first run's model" in capsys.readouterr().out
+    else:
+        assert runs == [(str(model), 64, 2)], "only the second run, reading with the kept first model"
