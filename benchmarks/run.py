@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -61,7 +62,8 @@ from captcha_reader.readers import open_reader
 
 PLATEAU_SEEDS = (1337, 1, 2, 3, 4)  # 1337 is ocr_captcha.py's default
 BASE_SEEDS = (1337, 1, 2)
-HARD_STYLES = ("hard", "hard-b")  # tools/make_diverse_captchas.py; hard-b is kept out of every recipe decision
+# tools/make_diverse_captchas.py; hard-b and hard2-b are kept out of every recipe decision
+HARD_STYLES = ("hard", "hard-b", "hard2", "hard2-b")
 HARD_TRAIN_SEED = 21
 RECIPES = ("A", "B", "C")
 SUITES = ("recipes", "runtimes", "workers", "datasets")
@@ -214,12 +216,14 @@ def train_cli(data_dir: Path, test_dir: Path, work: Path, *extra: str) -> dict:
                    check=True, stdout=open(work / "train.log", "w"), stderr=subprocess.STDOUT)
     seconds = time.monotonic() - started
     report = json.loads((work / "test_report.json").read_text())
+    validation = re.search(r"^validation: sequence accuracy ([0-9.]+)", (work / "train.log").read_text(), re.MULTILINE)
     log = (work / "training_log.csv").read_text().splitlines()
     header = log[0].split(",")
     rows = [dict(zip(header, row.split(","))) for row in log[1:]]
     val_acc = [float(row["val_seq_acc"]) for row in rows]
     val_cer = [float(row["val_cer"]) for row in rows]
     return {"seconds": round(seconds, 1), "epochs": len(rows), "test_n": report["n"],
+            "val_seq_acc": float(validation.group(1)) if validation else None,
             "test_seq_acc": report["seq_acc"], "test_cer": report["cer"], "test_misreads": len(report["misreads"]),
             # Leaving the CTC loss plateau: the first epoch that reads half the validation characters right.
             "first_epoch_val_cer_under_50pct": next((i + 1 for i, cer in enumerate(val_cer) if cer < 0.5), None),
@@ -304,7 +308,7 @@ def datasets_suite(args: argparse.Namespace, work: Path) -> dict:
         for style in HARD_STYLES:
             train = generate(work / f"{style}_train", 2000, HARD_TRAIN_SEED, "--style", style, tool="make_diverse_captchas.py")
             test = generate(work / f"{style}_test", 1000, TEST_SEED, "--style", style, tool="make_diverse_captchas.py")
-            results[f"{style}_2000"] = train_cli(train, test, work / style, "--init-from", "scratch")
+            results[f"{style}_2000"] = train_cli(train, test, work / style)
             print(f"{style}:", results[f"{style}_2000"], flush=True)
     if "v2-base" in chosen:  # the small real sets again, fine-tuning the shipped base model (v2's default start)
         train, test = split_folders(shared / "captcha_images_v2", 0.9, work / "v2")
