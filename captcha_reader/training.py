@@ -381,12 +381,10 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
 
 def run_key(fingerprint: list[str], settings: TrainingSettings, spec: ModelSpec, start: str | None) -> str:
     """A short hash of the data and every setting that changes a run: a backup is only restored into its own run."""
-    digest = hashlib.sha256("\n".join(fingerprint).encode())
     run = {**settings.run_fields(), "spec": spec.to_dict()}
     if start:
         run["init_from_file"] = [Path(start).stat().st_size, Path(start).stat().st_mtime_ns]
-    digest.update(json.dumps(run, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
+    return digest_of([*fingerprint, json.dumps(run, sort_keys=True)])
 
 
 def is_finite_run(model: keras.Model, history: dict, scores: list[float]) -> bool:
