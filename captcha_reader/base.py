@@ -110,6 +110,11 @@ def printable(name: str) -> str:
     return "".join(map(escaped, name.replace("\\", "\\\\")))
 
 
+def count(number: int, noun: str) -> str:
+    """`1 image`, `2 images`: a number with its noun."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def width_for(height: int, aspect: float) -> int:
     """The model input width for a height and an aspect ratio: a whole number of time steps."""
     return max(WIDTH_PER_TIME_STEP, round(height * aspect / WIDTH_PER_TIME_STEP) * WIDTH_PER_TIME_STEP)
@@ -128,3 +133,13 @@ def silenced_stderr():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+
+
+def output_pipe_closed() -> int:
+    """The exit status after a reader of stdout (`| head`) went away: the rest of the output goes nowhere."""
+    # As Python's documentation advises for SIGPIPE: point stdout at the null device, so that the
+    # flush at exit does not fail a second time.
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
+    return 141  # what a shell reports for a command stopped by SIGPIPE (128 + 13)

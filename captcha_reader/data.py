@@ -5,6 +5,7 @@ TensorFlow-free: training feeds these arrays to tf.data, evaluation reads them d
 
 import os
 import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, printable, width_for
+from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, count, printable, width_for
 from captcha_reader.images import IMAGE_EXTENSIONS, geometry_for, image_size, read_image
 from captcha_reader.labels import (
     LABELS_CSV,
@@ -21,11 +22,16 @@ from captcha_reader.labels import (
     encode_label,
     list_images,
     list_labelled_images,
+    read_labels_csv,
 )
 from captcha_reader.settings import DEFAULT_CAPACITY, MAX_IMG_WIDTH
 
 # A folder with more unreadable files than this is more likely the wrong folder than a few bad downloads.
 MAX_BAD_FRACTION = 0.10
+# One label on more than this share of a folder's images (and on at least SHARED_LABEL_MIN of them) is a
+# common file-name prefix such as `img` of img_0001.png, not the text of captchas: their labels vary.
+SHARED_LABEL_SHARE = 0.25
+SHARED_LABEL_MIN = 20
 
 
 class LabelledImages(NamedTuple):
@@ -41,7 +47,9 @@ def labelled_items(folder: str | Path) -> list[tuple[Path, str]]:
     """(path, label) for a folder's images, or a DatasetError when it has none."""
     items = list_labelled_images(folder)
     if not items and list_images(folder):
-        raise DatasetError(f"{printable(str(folder))}: no labelled images (its {LABELS_CSV} leaves every image out)")
+        raise DatasetError(f"{printable(str(folder))}: no labelled images (its {LABELS_CSV} lists every image as waiting"
+                           f" or unreadable); label them with `python ocr_captcha.py --label {printable(str(folder))}`,"
+                           f" or, if the file names are the labels, delete {LABELS_CSV}")
     if not items:
         raise DatasetError(f"{printable(str(folder))}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     unnamed = [path for path, label in items if not label]
@@ -49,7 +57,32 @@ def labelled_items(folder: str | Path) -> list[tuple[Path, str]]:
         others = f" (and {len(unnamed) - 1} more)" if len(unnamed) > 1 else ""
         raise DatasetError(f"{printable(str(unnamed[0]))}{others}: the file name gives an empty label (the label is"
                            " the name before any '_'); rename it, or label it in labels.csv")
+    check_labels_vary(items, folder)
+    warn_of_absent_files(folder)
     return items
+
+
+def warn_of_absent_files(folder: str | Path) -> None:
+    """Warn when labels.csv labels files the folder does not hold: a mistyped name would lose its label unseen."""
+    csv_path = Path(folder) / LABELS_CSV
+    if not csv_path.is_file():
+        return
+    present = {path.name for path in list_images(folder)}
+    absent = sorted(name for name, label in read_labels_csv(csv_path).items() if label and name not in present)
+    if absent:
+        print(f"warning: {printable(str(csv_path))} labels {count(len(absent), 'file')} that"
+              f" the folder does not hold (such as {printable(absent[0])}); those labels are not used", file=sys.stderr)
+
+
+def check_labels_vary(items: list[tuple[Path, str]], folder: str | Path) -> None:
+    """Refuse a folder where most images share one label: their names are not labels yet."""
+    label, shared = Counter(label for _, label in items).most_common(1)[0]
+    if shared >= SHARED_LABEL_MIN and shared > SHARED_LABEL_SHARE * len(items):
+        example = next(path for path, item_label in items if item_label == label)
+        raise DatasetError(f"{printable(str(folder))}: {shared} of {len(items)} images have the label {label!r}"
+                           f" (such as {printable(example.name)}), which is a name, not the text they show; label"
+                           f" them with `python ocr_captcha.py --label {printable(str(folder))}`, or name each file"
+                           " by its text")
 
 
 def infer_spec(items: list[tuple[Path, str]], height: int, width: int | None) -> ModelSpec:

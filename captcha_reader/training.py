@@ -24,7 +24,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from captcha_reader import distributed, records
-from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, UserError
+from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, UserError, count
 from captcha_reader.data import (
     check_bad_files,
     encode_labels,
@@ -484,11 +484,6 @@ def unlabelled_images(folder: str, items: list[tuple[Path, str]]) -> list[Path]:
     return fresh
 
 
-def count(number: int, noun: str) -> str:
-    """`1 image`, `2 images`: a number with its noun."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
 def sure_readings(reader: KerasReader, paths: list[Path]) -> list[tuple[Path, str]]:
     """The images the reader reads with at least PSEUDO_LABEL_CONFIDENCE, with those readings."""
     chunk = 4096  # images decoded at a time while reading
@@ -646,8 +641,7 @@ def model_and_data(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     if base is not None:
         print_charset_change(model_info(base).spec.charset, data.spec.charset)
     print(f"training on {data.n_train} images, validating on {len(data.val_labels)} (seed {settings.seed}); "
-          f"{distributed.task_description(strategy)}, {strategy.num_replicas_in_sync} "
-          f"replica{'' if strategy.num_replicas_in_sync == 1 else 's'}")
+          f"{distributed.task_description(strategy)}, {count(strategy.num_replicas_in_sync, 'replica')}")
     return model, data, start
 
 

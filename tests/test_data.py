@@ -49,6 +49,39 @@ def test_a_file_name_with_an_empty_label_is_refused_before_training(tiny_data, t
     assert ("1234" in {label for _, label in labelled_items(folder)})
 
 
+def numbered_copies(tiny_data, folder, count):
+    """`count` of tiny_data's images saved as img_0000.png and on: names a browser gives, not labels."""
+    folder.mkdir()
+    for number, path in enumerate(sorted(tiny_data.glob("*.png"))[:count]):
+        shutil.copy(path, folder / f"img_{number:04d}.png")
+
+
+def test_names_that_are_not_labels_are_refused(tiny_data, tmp_path):
+    folder = tmp_path / "downloads"
+    numbered_copies(tiny_data, folder, 40)
+    with pytest.raises(DatasetError, match=r"40 of 40 images have the label 'img' \(such as img_0000\.png\).*--label"):
+        labelled_items(folder)
+    # labels.csv rows for a few of them leave the rest named `img`: still refused
+    (folder / "labels.csv").write_text("path,label\n" + "".join(f"img_{n:04d}.png,{n:04d}\n" for n in range(15)))
+    with pytest.raises(DatasetError, match="25 of 40 images have the label 'img'"):
+        labelled_items(folder)
+    # labelled, every one: accepted, though one label may repeat on a few images
+    (folder / "labels.csv").write_text("path,label\n" + "".join(f"img_{n:04d}.png,{min(n, 30):04d}\n" for n in range(40)))
+    assert len(labelled_items(folder)) == 40
+
+
+def test_a_label_for_a_file_the_folder_lacks_is_reported(tiny_data, tmp_path, capsys):
+    folder = tmp_path / "typo"
+    shutil.copytree(tiny_data, folder)
+    name = sorted(folder.iterdir())[0].name
+    (folder / "labels.csv").write_text(f"path,label\n{name},1234\nmg_0001.png,5678\n")
+    assert len(labelled_items(folder)) == 64
+    assert "labels 1 file that the folder does not hold (such as mg_0001.png)" in capsys.readouterr().err
+    (folder / "labels.csv").write_text(f"path,label\n{name},1234\n")
+    labelled_items(folder)
+    assert capsys.readouterr().err == ""
+
+
 def test_fine_tuned_spec_takes_charset_lengths_and_aspect_of_its_new_data():
     base = ModelSpec("0123456789", 48, 128, 4, 4)
     found = ModelSpec("ab", 30, 90, 7, 5)
