@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from captcha_reader.base import DatasetError, UserError
+from captcha_reader.base import DatasetError, UserError, output_pipe_closed
 from captcha_reader.files import (
     check_output_file,
     check_output_folder,
@@ -259,10 +259,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the script; errors become one line on stderr and exit status 1."""
     args = parse_args(argv)
     try:
-        return run(args)
+        status = run(args)
+        sys.stdout.flush()  # a closed pipe fails here, not at exit where it would print a traceback
+        return status
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return output_pipe_closed()
     except KeyboardInterrupt:
         if mode_of(args) == "train" and any(map(has_backup, run_models(args))):
             print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)

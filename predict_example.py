@@ -33,6 +33,7 @@ from captcha_reader.base import (
     ImageReadError,
     TextFormatError,
     UserError,
+    output_pipe_closed,
     printable,
 )
 from captcha_reader.decoding import TextFormat
@@ -134,18 +135,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve([arg for arg in argv if arg != "--serve"])
     args = parse_args(argv)
     try:
-        paths, many = ([], False) if args.info else expand_inputs(args.inputs)
-        if args.inputs == [DEFAULT_IMAGE] and not args.info and not Path(DEFAULT_IMAGE).exists():
-            raise DatasetError(f"{DEFAULT_IMAGE}: no such file; pass an image path or run from the project folder")
-        text_format = text_format_for(args.length, args.charset, args.greedy)
-        reader = open_reader(named_model(args.model), args.runtime)
-        if args.info:
-            print_info(reader, args.json)
-            return 0
-        results = reader.read_each(paths, text_format, args.greedy)  # one batch; a bad file fails alone
+        status = read_images(args)
+        sys.stdout.flush()  # a closed pipe fails here, not at exit where it would print a traceback
+        return status
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return output_pipe_closed()
+
+
+def read_images(args: argparse.Namespace) -> int:
+    """Read the images (or print the model's info) as the arguments ask; the exit status."""
+    paths, many = ([], False) if args.info else expand_inputs(args.inputs)
+    if args.inputs == [DEFAULT_IMAGE] and not args.info and not Path(DEFAULT_IMAGE).exists():
+        raise DatasetError(f"{DEFAULT_IMAGE}: no such file; pass an image path or run from the project folder")
+    text_format = text_format_for(args.length, args.charset, args.greedy)
+    reader = open_reader(named_model(args.model), args.runtime)
+    if args.info:
+        print_info(reader, args.json)
+        return 0
+    results = reader.read_each(paths, text_format, args.greedy)  # one batch; a bad file fails alone
     return print_results(paths, results, many, args.json)
 
 

@@ -168,3 +168,15 @@ def test_file_names_with_newlines_or_bad_bytes_stay_on_their_line(trained_model,
     lines = stdout.read().splitlines()
     assert [line.rsplit("\t", 1)[0] for line in lines] == [
         f"{folder}/a\\nb\\tc.png", f"{folder}/d\\xffe.png", f"{folder}/plain.png", f"{folder}/x\\\\ny.png"]
+
+
+@pytest.mark.parametrize("script, mode", [("predict_example.py", []), ("ocr_captcha.py", ["--evaluate"])])
+def test_output_piped_into_a_reader_that_quits_is_no_traceback(script, mode, lite_model, tiny_data, tmp_path):
+    """`... | head -1`: the reader closes the pipe before the output comes; the rest goes nowhere, quietly."""
+    report = ["--report", str(tmp_path / "report.json")] if mode else []
+    command = [sys.executable, str(ROOT / script), *mode, str(tiny_data), "--model", str(lite_model), *report]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr

@@ -1,6 +1,7 @@
 """The reading service: its API through FastAPI's TestClient, and its demo page in headless Chromium."""
 
 import base64
+import shutil
 import signal
 import socket
 import subprocess
@@ -211,6 +212,14 @@ def test_full_queue_answers_503_with_retry_after(onnx_reader, images):
 def test_serve_flag_reports_a_missing_model_in_one_line(tmp_path, capsys):
     assert predict_example.main(["--serve", "--model", str(tmp_path / "none.onnx")]) == 1
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_a_missing_export_of_a_trained_model_says_how_to_export_it(trained_model, tmp_path, capsys):
+    shutil.copy(trained_model, tmp_path / "mine.keras")
+    assert predict_example.main(["--serve", "--model", str(tmp_path / "mine.onnx")]) == 1
+    error = capsys.readouterr().err
+    assert f"--export-lite {tmp_path / 'mine.onnx'} --model {tmp_path / 'mine.keras'}" in error
+    assert len(error.splitlines()) == 1
 
 
 def test_module_entry_point_serves_and_stops_on_sigterm(lite_model):
