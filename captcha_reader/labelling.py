@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from captcha_reader import service
-from captcha_reader.base import ModelSpec, UserError
+from captcha_reader.base import ModelSpec, UserError, count
 from captcha_reader.decoding import TextFormat
 from captcha_reader.label_loop import (
     ORDERS,
@@ -183,8 +183,7 @@ class LabellingSession:
         self.reviews_from = list(reviews)
         self.reviews()  # a missing or malformed report stops here, before anything is written
         # Reviewing a folder named by its labels must keep those labels: only labelling marks new files as waiting.
-        if not self.reviews_from:
-            self.store.open_for_labelling()
+        self.newly_waiting = 0 if self.reviews_from else self.store.open_for_labelling()
         self.work = self.store.folder / WORK_DIR
         self.own_model = self.work / "model.keras"
         self.suggester = Suggester(self.store, self.work)
@@ -324,5 +323,8 @@ def serve(folder: str | Path, model: str | Path | None, port: int, reviews: Sequ
     counts = session.store.counts()
     print(f"{folder}: {counts['total']} images, {counts['labelled']} labelled, {counts['waiting']} waiting; "
           f"suggestions from {session.model or 'no model (none given, no base model shipped)'}")
+    if session.newly_waiting:
+        print(f"{count(session.newly_waiting, 'image')} had no row in labels.csv and now wait for a label: the page never"
+              " takes a file name for a label (if these names are the labels, stop now and delete their rows from labels.csv)")
     print(f"open http://127.0.0.1:{port}{PREFIX}/  (Ctrl-C stops; every answer is already saved)", flush=True)
     uvicorn.run(create_app(session, reader), host="127.0.0.1", port=port, log_level="warning")

@@ -1,5 +1,6 @@
 """captcha_reader.labelling: the page's API, answers across a kill -9, and the page driven by keyboard in Chromium."""
 
+import contextlib
 import json
 import os
 import signal
@@ -11,13 +12,15 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from helpers import free_port
 
 import ocr_captcha
-from captcha_reader import label_loop
+from captcha_reader import label_loop, labelling
 from captcha_reader.base import DatasetError
 from captcha_reader.label_loop import TrainingProgress
 from captcha_reader.labelling import LabellingSession, Trainer, create_app
@@ -80,6 +83,15 @@ def test_a_folder_without_images_is_refused_and_left_untouched(tmp_path, capsys)
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 
+def test_opening_says_that_file_names_are_not_taken_for_labels(photos, monkeypatch, capsys):
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)  # open the folder, serve nothing
+    monkeypatch.setattr(labelling, "find_base_model", lambda: None)  # and read nothing
+    labelling.serve(photos, None, free_port())
+    assert "12 images had no row in labels.csv and now wait for a label" in capsys.readouterr().out
+    labelling.serve(photos, None, free_port())
+    assert "no row in labels.csv" not in capsys.readouterr().out, "opened again: no image is newly waiting"
+
+
 def test_api_queue_answer_and_refusals(photos):
     client = TestClient(create_app(LabellingSession(photos)))
     assert client.get("/").status_code == 200  # redirected to the page
@@ -100,6 +112,7 @@ def test_api_queue_answer_and_refusals(photos):
     assert read_label_rows(photos / "labels.csv")[names[0]] == LabelRow("0427")
     assert client.get("/label/api/state").json()["model_file"] is None  # nothing trained yet
     trained = photos / ".labelling" / "model.keras"
+    trained.parent.mkdir(exist_ok=True)  # a training run makes it; the base model's export may not have yet
     trained.write_bytes(b"")  # where a training run saves the folder's model
     assert client.get("/label/api/state").json()["model_file"] == str(trained)
 
@@ -153,13 +166,23 @@ def browser():
         browser.close()
 
 
-def test_label_by_keyboard_undo_unreadable_and_resume(photos, browser):
+@contextlib.contextmanager
+def opened_page(folder: Path, browser) -> Iterator:
+    """The labelling page of `folder` in the browser, ready, served by `ocr_captcha.py --label` until the block ends."""
     port = free_port()
-    server = start_server(photos, port)
+    server = start_server(folder, port)
     try:
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{port}/label/")
         page.wait_for_function("window.labelling && window.labelling.ready")
+        yield page
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_label_by_keyboard_undo_unreadable_and_resume(photos, browser):
+    with opened_page(photos, browser) as page:
         shown = []
         for i in range(5):
             shown.append(page.text_content("#name"))
@@ -180,9 +203,6 @@ def test_label_by_keyboard_undo_unreadable_and_resume(photos, browser):
         page.wait_for_function("window.labelling && window.labelling.ready")
         assert page.text_content("#name") == next_name  # resumed at the first image without an answer
         assert page.input_value("#answer") == ""
-    finally:
-        server.kill()
-        server.wait()
     rows = read_label_rows(photos / "labels.csv")
     assert [rows[name] for name in shown] == [
         LabelRow("0000"), LabelRow("1111"), LabelRow("2222"), LabelRow("3333"), LabelRow("4321"),
@@ -192,6 +212,26 @@ def test_label_by_keyboard_undo_unreadable_and_resume(photos, browser):
     print(f"key press to next image on screen: median {statistics.median(latencies):.1f} ms, "
           f"max {max(latencies):.1f} ms over {len(latencies)} presses")
     assert len(latencies) >= 6 and statistics.median(latencies) < 500
+
+
+def test_a_refused_answer_shows_the_servers_reason_and_its_image_comes_again(photos, browser):
+    with opened_page(photos, browser) as page:
+        refused = page.text_content("#name")
+        page.fill("#answer", "12\u200b34")  # a zero-width space: the page sends it, the server refuses it
+        page.keyboard.press("Enter")
+        page.wait_for_function("window.labelling.unsaved === 0")
+        error = page.text_content("#error")
+        assert f"{refused} not saved: a label must be printable text" in error and "comes again at the end" in error
+        for _ in range(11):  # answer the others: the refused image is the last one shown
+            assert page.text_content("#name") != refused
+            page.keyboard.type("5678")
+            page.keyboard.press("Enter")
+        assert page.text_content("#name") == refused
+        page.keyboard.type("1234")
+        page.keyboard.press("Enter")
+        page.wait_for_function("window.labelling.unsaved === 0")
+        assert page.is_visible("#done")
+    assert read_label_rows(photos / "labels.csv")[refused] == LabelRow("1234")
 
 
 def test_review_queue_from_an_audit_report(photos, tmp_path):

@@ -27,14 +27,14 @@ function current() { return queue().items[queue().index]; }
 async function api(path, options) {
   const response = await fetch(path, options);
   const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.detail || response.statusText);
+  if (!response.ok) throw new Error(body.error || response.statusText);  // the server says why in "error"
   return body;
 }
 
 // ---------------------------------------------------------------- saving, in order
 
 let writes = Promise.resolve();
-function save(row) {
+function save(row, refused) {
   state.unsaved++;
   showSaving();
   const post = () => api("api/answer", {
@@ -42,7 +42,10 @@ function save(row) {
   });
   writes = writes.then(post)
     .then((reply) => { state.counts = reply.counts; showProgress(); },
-          (error) => showError(`${row.name} not saved: ${error.message}`))
+          (error) => {
+            showError(`${row.name} not saved: ${error.message}` + (refused ? "; it comes again at the end" : ""));
+            if (refused) refused();
+          })
     .finally(() => { state.unsaved--; showSaving(); });
 }
 
@@ -129,12 +132,18 @@ function answer(row, pressedAt) {
   const q = queue();
   const before = state.mode === "label" ? { label: "", note: "" } : { label: item.label, note: "" };
   q.history.push({ index: q.index, before, given: row.label });
-  save({ name: item.name, ...row });
+  save({ name: item.name, ...row }, () => requeue(q, item));
   q.index++;
   state.answeredAt.push(Date.now());
   showError("");
   show(pressedAt);
   showProgress();
+}
+
+// An answer the server refused goes back to the end of its queue, so that no image is skipped unseen.
+function requeue(q, item) {
+  q.items.push(item);
+  if (q === queue() && q.index === q.items.length - 1) show();
 }
 
 function accept(pressedAt) {
