@@ -4,6 +4,7 @@ import json
 import shutil
 
 import ocr_captcha
+from captcha_reader.evaluation import CONFIDENCE_BARS, by_confidence
 
 
 def test_evaluate_reports_misreads_and_foreign_characters(trained_model, tiny_data, tmp_path, capsys):
@@ -52,3 +53,22 @@ def test_evaluate_prints_a_file_name_with_a_newline_on_one_line(trained_model, t
     lines = capsys.readouterr().out.splitlines()
     assert any("odd/12\\n34.png: truth '12\\n34'" in line for line in lines)
     assert not any(line.startswith("34.png") for line in lines)
+
+
+def test_accuracy_by_confidence_counts_only_readings_at_least_that_sure():
+    right = [True, True, False, True]
+    bars = {bar["min_confidence"]: bar for bar in by_confidence(right, [0.99, 0.85, 0.95, 0.4])}
+    assert set(bars) == set(CONFIDENCE_BARS)
+    assert (bars[0.5]["answered"], bars[0.5]["seq_acc"]) == (0.75, 2 / 3)
+    assert (bars[0.9]["answered"], bars[0.9]["seq_acc"]) == (0.5, 0.5)
+    assert (bars[0.99]["answered"], bars[0.99]["seq_acc"]) == (0.25, 1.0)
+    assert by_confidence([False], [0.3])[0] == {"min_confidence": 0.5, "answered": 0.0, "seq_acc": None}
+
+
+def test_evaluate_prints_and_reports_accuracy_by_confidence(trained_model, tiny_data, tmp_path, capsys):
+    assert ocr_captcha.main(["--evaluate", str(tiny_data), "--model", str(trained_model),
+                             "--report", str(tmp_path / "r.json")]) == 0
+    bars = json.loads((tmp_path / "r.json").read_text())["by_confidence"]
+    assert [bar["min_confidence"] for bar in bars] == list(CONFIDENCE_BARS)
+    out = capsys.readouterr().out
+    assert "readings at least this sure:" in out and f"{bars[0]['answered']:.1%}" in out
