@@ -24,11 +24,12 @@ TrainingSettings object and runs the mode they ask for.
 """
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from captcha_reader.base import DatasetError, UserError, output_pipe_closed
+from captcha_reader.base import DatasetError, UserError, quiet_when_output_closes
 from captcha_reader.files import (
     check_output_file,
     check_output_folder,
@@ -257,16 +258,17 @@ def run_models(args: argparse.Namespace) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the script; errors become one line on stderr and exit status 1."""
+    return quiet_when_output_closes(functools.partial(run_command, argv))
+
+
+def run_command(argv: Sequence[str] | None) -> int:
+    """Parse the flags and run their mode; a user error or Ctrl-C ends in one line."""
     args = parse_args(argv)
     try:
-        status = run(args)
-        sys.stdout.flush()  # a closed pipe fails here, not at exit where it would print a traceback
-        return status
+        return run(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        return output_pipe_closed()
     except KeyboardInterrupt:
         if mode_of(args) == "train" and any(map(has_backup, run_models(args))):
             print("interrupted: run the same command again to resume from the last finished epoch", file=sys.stderr)

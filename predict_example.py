@@ -23,6 +23,7 @@ them as JSON strings.
 """
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -33,8 +34,8 @@ from captcha_reader.base import (
     ImageReadError,
     TextFormatError,
     UserError,
-    output_pipe_closed,
     printable,
+    quiet_when_output_closes,
 )
 from captcha_reader.decoding import TextFormat
 from captcha_reader.images import IMAGE_EXTENSIONS
@@ -125,7 +126,7 @@ def print_results(paths: list[str], results: list[Reading | ImageReadError], man
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Read the images named on the command line; errors are one line on stderr."""
+    """Read the images named on the command line (or serve them); errors are one line on stderr."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--serve" in argv:
         from captcha_reader.service import (
@@ -133,16 +134,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
         return serve([arg for arg in argv if arg != "--serve"])
+    return quiet_when_output_closes(functools.partial(run_command, argv))
+
+
+def run_command(argv: Sequence[str]) -> int:
+    """Parse the flags and read; a user error ends in one line."""
     args = parse_args(argv)
     try:
-        status = read_images(args)
-        sys.stdout.flush()  # a closed pipe fails here, not at exit where it would print a traceback
-        return status
+        return read_images(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except BrokenPipeError:
-        return output_pipe_closed()
 
 
 def read_images(args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@ Nothing here imports TensorFlow, Keras, Pillow or onnxruntime.
 
 import contextlib
 import os
+import select
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 # Index 0 of the model's output is the CTC blank; character i of the charset is class i + 1.
@@ -135,11 +137,27 @@ def silenced_stderr():
         os.close(null)
 
 
-def output_pipe_closed() -> int:
-    """The exit status after a reader of stdout (`| head`) went away: the rest of the output goes nowhere."""
-    # As Python's documentation advises for SIGPIPE: point stdout at the null device, so that the
-    # flush at exit does not fail a second time.
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, sys.stdout.fileno())
-    os.close(null)
-    return 141  # what a shell reports for a command stopped by SIGPIPE (128 + 13)
+def quiet_when_output_closes(command: Callable[[], int]) -> int:
+    """Run a script's command; when the reader of its output went away (`| head`), end quietly with status 141."""
+    try:
+        try:
+            return command()
+        finally:
+            sys.stdout.flush()  # a closed pipe fails here, where it is caught, not at exit with a traceback
+    except BrokenPipeError as error:
+        if not stdout_reader_gone():
+            print(f"error: {error}", file=sys.stderr)  # some other pipe broke
+            return 1
+        # As Python's documentation advises for SIGPIPE: the rest of the output goes to the null device,
+        # so that the flush at exit does not fail again.
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+        return 141  # what a shell reports for a command stopped by SIGPIPE (128 + 13)
+
+
+def stdout_reader_gone() -> bool:
+    """True when stdout is a pipe whose reading end is closed."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(event & select.POLLERR for _, event in poller.poll(0))

@@ -28,10 +28,12 @@ from captcha_reader.settings import DEFAULT_CAPACITY, MAX_IMG_WIDTH
 
 # A folder with more unreadable files than this is more likely the wrong folder than a few bad downloads.
 MAX_BAD_FRACTION = 0.10
-# One label on more than this share of a folder's images (and on at least SHARED_LABEL_MIN of them) is a
-# common file-name prefix such as `img` of img_0001.png, not the text of captchas: their labels vary.
+# One label on more than this share of a folder's images, on at least SHARED_LABEL_MIN of them and on
+# SHARED_LABEL_LEAD times as many as the next label is a common file-name prefix such as `img` of
+# img_0001.png, not the text of captchas (whose labels spread out, even over a small charset).
 SHARED_LABEL_SHARE = 0.25
 SHARED_LABEL_MIN = 20
+SHARED_LABEL_LEAD = 5
 
 
 class LabelledImages(NamedTuple):
@@ -43,13 +45,13 @@ class LabelledImages(NamedTuple):
     bad_files: list[str]  # "path: problem" for each file that could not be read
 
 
-def labelled_items(folder: str | Path) -> list[tuple[Path, str]]:
-    """(path, label) for a folder's images, or a DatasetError when it has none."""
+def labelled_items(folder: str | Path, warn_of_absent: bool = True) -> list[tuple[Path, str]]:
+    """(path, label) for a folder's images, or a DatasetError when it has none; warns of labels for absent files."""
     items = list_labelled_images(folder)
     if not items and list_images(folder):
         raise DatasetError(f"{printable(str(folder))}: no labelled images (its {LABELS_CSV} lists every image as waiting"
                            f" or unreadable); label them with `python ocr_captcha.py --label {printable(str(folder))}`,"
-                           f" or, if the file names are the labels, delete {LABELS_CSV}")
+                           f" or, if the file names are the labels, delete {LABELS_CSV} (and its unreadable marks)")
     if not items:
         raise DatasetError(f"{printable(str(folder))}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     unnamed = [path for path, label in items if not label]
@@ -58,7 +60,8 @@ def labelled_items(folder: str | Path) -> list[tuple[Path, str]]:
         raise DatasetError(f"{printable(str(unnamed[0]))}{others}: the file name gives an empty label (the label is"
                            " the name before any '_'); rename it, or label it in labels.csv")
     check_labels_vary(items, folder)
-    warn_of_absent_files(folder)
+    if warn_of_absent:
+        warn_of_absent_files(folder)
     return items
 
 
@@ -75,9 +78,10 @@ def warn_of_absent_files(folder: str | Path) -> None:
 
 
 def check_labels_vary(items: list[tuple[Path, str]], folder: str | Path) -> None:
-    """Refuse a folder where most images share one label: their names are not labels yet."""
-    label, shared = Counter(label for _, label in items).most_common(1)[0]
-    if shared >= SHARED_LABEL_MIN and shared > SHARED_LABEL_SHARE * len(items):
+    """Refuse a folder where one label far outnumbers the others: its images' names are not labels yet."""
+    (label, shared), *rest = Counter(label for _, label in items).most_common(2)
+    runner_up = rest[0][1] if rest else 0
+    if shared >= SHARED_LABEL_MIN and shared > SHARED_LABEL_SHARE * len(items) and shared > SHARED_LABEL_LEAD * runner_up:
         example = next(path for path, item_label in items if item_label == label)
         raise DatasetError(f"{printable(str(folder))}: {shared} of {len(items)} images have the label {label!r}"
                            f" (such as {printable(example.name)}), which is a name, not the text they show; label"

@@ -92,7 +92,7 @@ def existing_model(path: Union[str, Path]) -> Path:
     trained = path.with_suffix(".keras")
     if not path.exists() and path.suffix == ".onnx" and trained.is_file():
         raise ModelLoadError(f"{path}: no such model; export it from {trained} with"
-                             f" `python ocr_captcha.py --export-lite {path} --model {trained}`, or give --model {trained}")
+                             f" `python ocr_captcha.py --export-lite {path} --model {trained}`, or name {trained} instead")
     if not path.exists():
         raise ModelLoadError(f"{path}: no such model; train one first with `python ocr_captcha.py`")
     if not path.is_file():

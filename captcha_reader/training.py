@@ -562,7 +562,7 @@ def check_run_paths(settings: TrainingSettings) -> None:
     if settings.init_from not in (None, SCRATCH):
         existing_model(settings.init_from)
     if settings.test_dir:
-        labelled_items(settings.test_dir)  # a missing or empty test folder stops the run now, not after it
+        labelled_items(settings.test_dir, warn_of_absent=False)  # a missing or empty test folder stops the run now
     if settings.unlabelled_dir:
         check_unlabelled(settings)
 

@@ -68,6 +68,9 @@ def test_names_that_are_not_labels_are_refused(tiny_data, tmp_path):
     # labelled, every one: accepted, though one label may repeat on a few images
     (folder / "labels.csv").write_text("path,label\n" + "".join(f"img_{n:04d}.png,{min(n, 30):04d}\n" for n in range(40)))
     assert len(labelled_items(folder)) == 40
+    # one-character captchas over a small charset: each label on a third of the images, none far ahead
+    (folder / "labels.csv").write_text("path,label\n" + "".join(f"img_{n:04d}.png,{'abc'[n % 3]}\n" for n in range(40)))
+    assert len(labelled_items(folder)) == 40
 
 
 def test_a_label_for_a_file_the_folder_lacks_is_reported(tiny_data, tmp_path, capsys):

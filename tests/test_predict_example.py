@@ -170,12 +170,17 @@ def test_file_names_with_newlines_or_bad_bytes_stay_on_their_line(trained_model,
         f"{folder}/a\\nb\\tc.png", f"{folder}/d\\xffe.png", f"{folder}/plain.png", f"{folder}/x\\\\ny.png"]
 
 
-@pytest.mark.parametrize("script, mode", [("predict_example.py", []), ("ocr_captcha.py", ["--evaluate"])])
-def test_output_piped_into_a_reader_that_quits_is_no_traceback(script, mode, lite_model, tiny_data, tmp_path):
+@pytest.mark.parametrize("script, flags", [
+    ("predict_example.py", ["{data}", "--model", "{model}"]),
+    ("ocr_captcha.py", ["--evaluate", "{data}", "--model", "{model}", "--report", "{tmp}/report.json"]),
+    ("ocr_captcha.py", ["--help"]),
+])
+def test_output_piped_into_a_reader_that_quits_is_no_traceback(script, flags, lite_model, tiny_data, tmp_path):
     """`... | head -1`: the reader closes the pipe before the output comes; the rest goes nowhere, quietly."""
-    report = ["--report", str(tmp_path / "report.json")] if mode else []
-    command = [sys.executable, str(ROOT / script), *mode, str(tiny_data), "--model", str(lite_model), *report]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, str(ROOT / script),
+               *(flag.format(data=tiny_data, model=lite_model, tmp=tmp_path) for flag in flags)]
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}  # as users run it
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     process.stdout.close()
     stderr = process.stderr.read()
     assert process.wait(timeout=120) == 141, stderr

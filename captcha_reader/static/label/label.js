@@ -17,6 +17,7 @@ const state = {
   generation: -1,   // of the suggestions the label queue was ordered with
   latencies: [],    // ms from a key press to the next image on screen
   trainingState: "idle",
+  refused: new Set(), // names whose last answer the server refused: they wait there still
 };
 window.labelling = state; // read by the browser test
 
@@ -41,10 +42,10 @@ function save(row, refused) {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(row), keepalive: true,
   });
   writes = writes.then(post)
-    .then((reply) => { state.counts = reply.counts; showProgress(); },
+    .then((reply) => { state.refused.delete(row.name); state.counts = reply.counts; showProgress(); },
           (error) => {
-            showError(`${row.name} not saved: ${error.message}` + (refused ? "; it comes again at the end" : ""));
-            if (refused) refused();
+            showError(`${row.name} not saved: ${error.message}` + (refused ? "; it comes again later" : ""));
+            if (refused) { state.refused.add(row.name); refused(); }
           })
     .finally(() => { state.unsaved--; showSaving(); });
 }
@@ -140,7 +141,7 @@ function answer(row, pressedAt) {
   showProgress();
 }
 
-// An answer the server refused goes back to the end of its queue, so that no image is skipped unseen.
+// An answer the server refused: its image goes back to the end of its queue, so that none is skipped unseen.
 function requeue(q, item) {
   q.items.push(item);
   if (q === queue() && q.index === q.items.length - 1) show();
@@ -161,8 +162,10 @@ function undo() {
   const q = queue();
   const last = q.history.pop();
   if (last === undefined) return showError("Nothing to undo.");
-  save({ name: q.items[last.index].name, ...last.before });
+  const name = q.items[last.index].name;
+  save({ name, ...last.before });
   q.index = last.index;
+  q.items = q.items.filter((item, i) => i <= last.index || item.name !== name);  // a refused answer's second showing
   showError("");
   show(performance.now(), last.given);
 }
@@ -178,7 +181,9 @@ async function loadLabelQueue() {
   const reply = await api(`api/queue?order=${state.order}`);
   const q = state.queues.label;
   const kept = q.items.slice(0, q.index + 1);  // answered ones and the one on screen stay put
-  const keptNames = new Set(kept.map((item) => item.name));
+  // A refused answer's image comes again from the server's queue, unless it is the one on screen.
+  const keptNames = new Set(kept.filter((item, i) => i === q.index || !state.refused.has(item.name))
+    .map((item) => item.name));
   q.items = kept.concat(reply.items.filter((item) => !keptNames.has(item.name)));
   state.generation = reply.generation;
   state.counts = reply.counts;
