@@ -49,9 +49,10 @@ def labelled_items(folder: str | Path, warn_of_absent: bool = True) -> list[tupl
     """(path, label) for a folder's images, or a DatasetError when it has none; warns of labels for absent files."""
     items = list_labelled_images(folder)
     if not items and list_images(folder):
-        raise DatasetError(f"{printable(str(folder))}: no labelled images (its {LABELS_CSV} lists every image as waiting"
-                           f" or unreadable); label them with `python ocr_captcha.py --label {printable(str(folder))}`,"
-                           f" or, if the file names are the labels, delete {LABELS_CSV} (and its unreadable marks)")
+        raise DatasetError(f"{printable(str(folder))}: no labelled images (its {LABELS_CSV} lists every image as"
+                           f" waiting or unreadable); label them with `python ocr_captcha.py --label"
+                           f" {printable(str(folder))}`, or, if the file names are the labels, delete {LABELS_CSV}"
+                           " (and its unreadable marks)")
     if not items:
         raise DatasetError(f"{printable(str(folder))}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     unnamed = [path for path, label in items if not label]
@@ -81,7 +82,7 @@ def check_labels_vary(items: list[tuple[Path, str]], folder: str | Path) -> None
     """Refuse a folder where one label far outnumbers the others: its images' names are not labels yet."""
     (label, shared), *rest = Counter(label for _, label in items).most_common(2)
     runner_up = rest[0][1] if rest else 0
-    if shared >= SHARED_LABEL_MIN and shared > SHARED_LABEL_SHARE * len(items) and shared > SHARED_LABEL_LEAD * runner_up:
+    if shared >= SHARED_LABEL_MIN and shared > max(SHARED_LABEL_SHARE * len(items), SHARED_LABEL_LEAD * runner_up):
         example = next(path for path, item_label in items if item_label == label)
         raise DatasetError(f"{printable(str(folder))}: {shared} of {len(items)} images have the label {label!r}"
                            f" (such as {printable(example.name)}), which is a name, not the text they show; label"

@@ -58,7 +58,7 @@ def evaluate_folder(reader: BaseReader, folder: str | Path, report_path: Path) -
 
 
 def by_confidence(right: list[bool], confidences: list[float]) -> list[dict]:
-    """For each confidence bar: the share of images read at least that sure, and the accuracy on them (None: no image)."""
+    """For each confidence bar: the share of images read at least that sure, and the accuracy on them (or None)."""
     bars = []
     for bar in CONFIDENCE_BARS:
         answered = [ok for ok, confidence in zip(right, confidences) if confidence >= bar]
