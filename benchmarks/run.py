@@ -215,9 +215,9 @@ def train_cli(data_dir: Path, test_dir: Path, work: Path, *extra: str) -> dict:
                     str(work / "model.keras"), "--test-dir", str(test_dir), "--verbose", "2", *extra],
                    check=True, stdout=open(work / "train.log", "w"), stderr=subprocess.STDOUT)
     seconds = time.monotonic() - started
-    report = json.loads((work / "test_report.json").read_text())
+    report = json.loads((work / "model.test_report.json").read_text())
     validation = re.search(r"^validation: sequence accuracy ([0-9.]+)", (work / "train.log").read_text(), re.MULTILINE)
-    log = (work / "training_log.csv").read_text().splitlines()
+    log = (work / "model.training_log.csv").read_text().splitlines()
     header = log[0].split(",")
     rows = [dict(zip(header, row.split(","))) for row in log[1:]]
     val_acc = [float(row["val_seq_acc"]) for row in rows]

@@ -69,14 +69,19 @@ def check_output_folder(folder: Path, what: str, input_folders: dict[str, Path |
                                " captchas next time; write them elsewhere")
 
 
+def beside_model(model_path: Path, suffix: str) -> Path:
+    """A file or folder of the model's own, beside it as `<model name>.<suffix>`: models sharing a folder keep theirs apart."""
+    return model_path.with_name(f"{model_path.stem}.{suffix}")
+
+
 def scratch_dir(model_path: Path) -> Path:
     """Folder beside the model for the checkpoints, log and lock of a training run in progress."""
-    return model_path.with_name(model_path.stem + ".training")
+    return beside_model(model_path, "training")
 
 
 def labels_only_model(model_path: Path) -> Path:
     """Where --unlabelled keeps its first run's model (trained on the labels alone), with that run's plots."""
-    return model_path.parent / f"{model_path.stem}.labels_only" / model_path.name
+    return beside_model(model_path, "labels_only") / model_path.name
 
 
 def has_backup(model_path: Path) -> bool:

@@ -34,7 +34,7 @@ from captcha_reader.base import (
     UserError,
 )
 from captcha_reader.decoding import TextFormat, resolve_format
-from captcha_reader.files import append_durably
+from captcha_reader.files import append_durably, beside_model
 from captcha_reader.labels import (
     CSV_HEADER,
     LABELS_CSV,
@@ -321,7 +321,7 @@ def fine_tuning_start(model: Path, init_from: Path) -> Path:
     """
     if init_from.resolve() != model.resolve() or not model.is_file():
         return init_from
-    start = model.with_name(model.stem + ".start.keras")
+    start = beside_model(model, "start.keras")
     shutil.copy2(model, start)
     return start
 

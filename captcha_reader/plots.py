@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from captcha_reader.files import beside_model  # noqa: E402
 from captcha_reader.images import decode_image  # noqa: E402
 from captcha_reader.tf_import import keras  # noqa: E402
 
@@ -103,12 +104,13 @@ def save_sample_predictions(images: np.ndarray, truths: list[str], readings: lis
     plt.close(figure)
 
 
-def save_training_plots(folder: Path, history: dict, model: keras.Model, images: np.ndarray, truths: list[str], readings: list) -> None:
-    """Write learning_curve.png, model_structure.png and sample_predictions.png into `folder`."""
-    save_learning_curve(history, folder / "learning_curve.png")
-    save_model_structure(model, folder / "model_structure.png")
+def save_training_plots(model_path: Path, history: dict, model: keras.Model, images: np.ndarray, truths: list[str],
+                        readings: list) -> None:
+    """Write the run's learning curve, network and sample readings beside the model, named after it."""
+    save_learning_curve(history, beside_model(model_path, "learning_curve.png"))
+    save_model_structure(model, beside_model(model_path, "model_structure.png"))
     if len(truths):
-        save_sample_predictions(images, truths, readings, folder / "sample_predictions.png")
+        save_sample_predictions(images, truths, readings, beside_model(model_path, "sample_predictions.png"))
 
 
 def save_contact_sheet(ranking: list[dict], path: Path, count: int = 40) -> None:

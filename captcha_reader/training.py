@@ -39,6 +39,7 @@ from captcha_reader.data import (
 from captcha_reader.decoding import Reading, score
 from captcha_reader.evaluation import evaluate_folder
 from captcha_reader.files import (
+    beside_model,
     check_output_file,
     check_output_folder,
     check_writable,
@@ -73,7 +74,8 @@ from captcha_reader.tf_import import keras, tf
 from captcha_reader.verdict import judge_validation
 
 layers = keras.layers
-# What a run writes beside the model (and model.prev.keras, the model it replaces).
+# What a run writes beside the model, each named after it (`ocr_captcha.split.json`), and `<name>.prev.keras`,
+# the model it replaces.
 RUN_OUTPUTS = ("split.json", "training_log.csv", "bad_files.txt", "test_report.json", "learning_curve.png",
                "model_structure.png", "sample_predictions.png")
 # Shuffle all training images up to this many (a buffer of images in memory); a larger set, or a
@@ -94,7 +96,7 @@ class TrainingData(NamedTuple):
     n_train: int
     val_images: np.ndarray
     val_labels: list[str]
-    split: dict  # recorded beside the model as split.json
+    split: dict  # recorded beside the model as NAME.split.json
     fingerprint: list[str]  # identifies the data, for the backup folder's key
 
 
@@ -145,7 +147,7 @@ def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: lis
     """
     describe_data(f"{len(items)} images in {settings.data_dir}", spec)
     data = load_training_images(items, spec, settings.data_dir)
-    list_bad_files(data.bad_files, Path(settings.model).with_name("bad_files.txt"))
+    list_bad_files(data.bad_files, beside_model(Path(settings.model), "bad_files.txt"))
     train_idx, val_idx = split_indices(len(data.labels), settings.val_split, settings.seed)
     encoded = encode_labels(data.labels, spec)
     train_images, train_encoded = data.images[train_idx], encoded[train_idx]
@@ -180,7 +182,7 @@ def digest_of(lines: list[str]) -> str:
 
 def trained_on(model_path: Path, items: list[tuple[Path, str]]) -> bool:
     """True when the model exists and its split.json says it was trained on exactly these labelled images."""
-    split_path = model_path.with_name("split.json")
+    split_path = beside_model(model_path, "split.json")
     if not (model_path.is_file() and split_path.is_file()):
         return False
     try:
@@ -396,7 +398,7 @@ def is_finite_run(model: keras.Model, history: dict, scores: list[float]) -> boo
 
 def previous_model(path: Path) -> Path:
     """Where saving a model keeps the one it replaces: `<name>.prev.keras`."""
-    return path.with_name(path.stem + ".prev.keras")
+    return beside_model(path, "prev.keras")
 
 
 def reads_better(path: Path, seq_acc: float) -> bool:
@@ -555,7 +557,7 @@ def check_run_paths(settings: TrainingSettings) -> None:
     check_output_folder(model_path.parent, "the plots beside the model",
                         {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir,
                          "--unlabelled": settings.unlabelled_dir})
-    outputs = [model_path, *(model_path.with_name(name) for name in RUN_OUTPUTS),
+    outputs = [model_path, *(beside_model(model_path, name) for name in RUN_OUTPUTS),
                previous_model(model_path)]
     for output in outputs:
         check_output_file(output, "the run's output", {"--init-from": settings.init_from, "the base model": BASE_MODEL})
@@ -623,7 +625,7 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     reader, val_readings = judged_reader(model, data, history, settings, seconds, work)
     save_run(reader, data, history, val_readings, settings, start, work)
     if settings.test_dir:
-        evaluate_folder(reader, settings.test_dir, Path(settings.model).with_name("test_report.json"))
+        evaluate_folder(reader, settings.test_dir, beside_model(Path(settings.model), "test_report.json"))
     return reader
 
 
@@ -690,10 +692,10 @@ def save_run(reader: KerasReader, data: TrainingData, history: dict, val_reading
     """Save the model, its training log, split and plots beside it, and drop the run's scratch folder."""
     model_path = Path(settings.model)
     save_model(reader.model, model_path)
-    shutil.move(str(work / "training_log.csv"), model_path.with_name("training_log.csv"))
+    shutil.move(str(work / "training_log.csv"), beside_model(model_path, "training_log.csv"))
     shutil.rmtree(scratch_dir(model_path), ignore_errors=True)
-    write_json(model_path.with_name("split.json"), {**data.split, "init_from": start})
+    write_json(beside_model(model_path, "split.json"), {**data.split, "init_from": start})
     from captcha_reader import plots  # matplotlib is only needed once training is done
 
-    plots.save_training_plots(model_path.parent, history, reader.model, data.val_images, data.val_labels, val_readings)
-    print(f"saved {model_path} (plots and split.json beside it)")
+    plots.save_training_plots(model_path, history, reader.model, data.val_images, data.val_labels, val_readings)
+    print(f"saved {model_path} (its split, log and plots beside it as {model_path.stem}.*)")

@@ -86,7 +86,7 @@ def test_training_on_letters_starts_from_the_base_model_unless_told(letter_data,
     assert ocr_captcha.main(["--data-dir", str(letter_data), "--model", str(model), "--epochs", "1",
                              "--verbose", "0", *asked]) == 0
     assert ("starting from the base model" in capsys.readouterr().out) == (start is not None)
-    assert json.loads(model.with_name("split.json").read_text())["init_from"] == start
+    assert json.loads(model.with_name("model.split.json").read_text())["init_from"] == start
     assert open_reader(model).spec.charset == "12abcd"
 
 

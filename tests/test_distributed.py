@@ -28,8 +28,8 @@ def test_two_local_workers_train_one_model(tiny_data, tmp_path):
     assert "global batch 32" in outputs[0] and "worker 0 (2 workers)" in outputs[0]
     assert "the chief writes the model" in outputs[1] and "saved" not in outputs[1]
     assert sorted(p.name for p in model.parent.iterdir()) == [
-        "learning_curve.png", "m.keras", "model_structure.png", "sample_predictions.png", "split.json",
-        "training_log.csv"]
+        "m.keras", "m.learning_curve.png", "m.model_structure.png", "m.sample_predictions.png", "m.split.json",
+        "m.training_log.csv"]
     reader = open_reader(model)
     assert len(reader.read(sorted(tiny_data.iterdir())[:4])) == 4
 

@@ -37,9 +37,9 @@ def test_a_few_bad_files_are_skipped_and_listed(tiny_data, tmp_path, capsys):
     assert train_one_epoch(tmp_path, data) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "skipped 3 unreadable files" in warnings[0]
-    listed = (tmp_path / "out" / "bad_files.txt").read_text().splitlines()
+    listed = (tmp_path / "out" / "m.bad_files.txt").read_text().splitlines()
     assert sorted(Path(line.split(":")[0]).name for line in listed) == ["1111.png", "2222.png", "3333.png"]
-    assert len(json.loads((tmp_path / "out" / "split.json").read_text())["train"]) + 6 == 64
+    assert len(json.loads((tmp_path / "out" / "m.split.json").read_text())["train"]) + 6 == 64
 
 
 def test_too_many_bad_files_stop_training(tiny_data, tmp_path, capsys):

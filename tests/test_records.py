@@ -44,7 +44,7 @@ def test_pack_then_train_from_shards(tiny_data, tmp_path, capsys):
     assert ocr_captcha.main(["--data-dir", str(shards), "--model", str(model), "--epochs", "1", "--verbose", "0"]) == 0
     out = capsys.readouterr().out
     assert "64 images in 3 shards" in out
-    split = json.loads((tmp_path / "split.json").read_text())
+    split = json.loads((tmp_path / "m.split.json").read_text())
     assert 0 < len(split["validation"]) < 20
     assert open_reader(model).spec == spec
 

@@ -22,7 +22,7 @@ import ocr_captcha
 from captcha_reader.base import DatasetError, ModelSpec
 from captcha_reader.data import encode_labels
 from captcha_reader.evaluation import evaluate_folder
-from captcha_reader.files import exclusive_lock
+from captcha_reader.files import beside_model, exclusive_lock
 from captcha_reader import training
 from captcha_reader.model import (
     build_model,
@@ -44,11 +44,11 @@ def test_training_writes_model_split_log_and_plots(trained_model, tiny_data):
     folder = trained_model.parent
     for name in ["split.json", "training_log.csv", "learning_curve.png", "model_structure.png",
                  "sample_predictions.png"]:
-        assert (folder / name).stat().st_size > 0, name
-    split = json.loads((folder / "split.json").read_text())
+        assert beside_model(trained_model, name).stat().st_size > 0, name
+    split = json.loads(beside_model(trained_model, "split.json").read_text())
     assert split["seed"] == 1337 and len(split["validation"]) == 6 and len(split["train"]) == 58
     assert set(split["train"]).isdisjoint(split["validation"])
-    header = (folder / "training_log.csv").read_text().splitlines()[0].split(",")
+    header = beside_model(trained_model, "training_log.csv").read_text().splitlines()[0].split(",")
     assert {"epoch", "loss", "val_loss", "val_seq_acc", "val_cer"} <= set(header)
     assert not list(folder.glob(".*tmp*")), "no temporary files left behind"
 
@@ -211,7 +211,7 @@ def test_killed_training_resumes_from_last_finished_epoch(tiny_data, tmp_path):
     assert "resuming from the last finished epoch" in resumed.stdout
     assert "Epoch 1/4" not in resumed.stdout and "Epoch 4/4" in resumed.stdout
     assert model.exists() and not backups.exists()
-    epochs = [line.split(",")[0] for line in (tmp_path / "training_log.csv").read_text().splitlines()[1:]]
+    epochs = [line.split(",")[0] for line in (tmp_path / "m.training_log.csv").read_text().splitlines()[1:]]
     assert epochs[-1] == "3"
 
 
@@ -293,6 +293,21 @@ def test_the_key_test_covers_every_setting_that_changes_a_run():
     assert covered == set(TrainingSettings().run_fields())
 
 
+def test_models_sharing_a_folder_keep_their_own_split_and_log(trained_model, tiny_data, tmp_path):
+    first = tmp_path / "first.keras"
+    shutil.copy(trained_model, first)
+    for name in ("split.json", "training_log.csv"):
+        shutil.copy(beside_model(trained_model, name), beside_model(first, name))
+    recorded = beside_model(first, "split.json").read_bytes()
+    second = tmp_path / "second.keras"
+    assert ocr_captcha.main(["--data-dir", str(tiny_data), "--model", str(second), "--epochs", "1", "--seed", "7",
+                             "--verbose", "0"]) == 0
+    assert beside_model(first, "split.json").read_bytes() == recorded, "the first model's split is kept"
+    assert json.loads(beside_model(second, "split.json").read_text())["seed"] == 7
+    assert beside_model(second, "training_log.csv").is_file() and beside_model(first, "training_log.csv").is_file()
+    assert not (tmp_path / "split.json").exists()
+
+
 def test_run_whose_loss_is_not_finite_fails_and_keeps_the_model(trained_model, tiny_data, tmp_path, capsys):
     model = tmp_path / "m.keras"
     shutil.copy(trained_model, model)
@@ -334,9 +349,9 @@ def test_unlabelled_images_join_the_second_run_and_nothing_is_lost(trained_model
     assert "training on 70 images" in out, "the readings join the 58 labelled training images"
     assert (tmp_path / "out" / "m.prev.keras").read_bytes() == trained_model.read_bytes(), "the user's model is kept"
     first_readings = [r.text for r in open_reader(trained_model).read(pool)]
-    split = json.loads((tmp_path / "out" / "split.json").read_text())
+    split = json.loads((tmp_path / "out" / "m.split.json").read_text())
     assert split["pseudo_labelled"]["files"] == {path.name: text for path, text in zip(pool, first_readings)}
-    first_split = json.loads((trained_model.parent / "split.json").read_text())
+    first_split = json.loads(beside_model(trained_model, "split.json").read_text())
     assert split["validation"] == first_split["validation"], "validation stays on the same labelled images"
 
 
@@ -462,7 +477,7 @@ def test_an_interrupted_second_run_resumes_from_the_first_runs_model(labels_chan
     first = tmp_path / "out" / "m.labels_only" / "m.keras"
     first.parent.mkdir()
     shutil.copy(trained_model, first)
-    shutil.copy(trained_model.with_name("split.json"), first.with_name("split.json"))  # trained on tiny_data
+    shutil.copy(beside_model(trained_model, "split.json"), beside_model(first, "split.json"))  # trained on tiny_data
     runs = []
 
     def run(settings, strategy, chief, items, pseudo_labelled=()):
