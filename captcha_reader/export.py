@@ -96,14 +96,12 @@ def export_savedmodel(reader: KerasReader, folder: Path) -> Path:
         """Image files in, texts and confidences out: the SavedModel's signature."""
         images = tf.map_fn(lambda data: records.graph_read_image(data, spec.height, spec.width), image_bytes,
                            fn_output_signature=tf.TensorSpec([spec.height, spec.width], tf.float32))
-        probabilities = tf.nn.softmax(model(images, training=False))
-        best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        previous = tf.pad(best[:, :-1], [[0, 0], [1, 0]], constant_values=-1)
-        kept = tf.where((best != previous) & (best != BLANK_INDEX), best, BLANK_INDEX)
-        text = tf.strings.reduce_join(tf.gather(characters, kept), axis=-1)
-        step_max = tf.maximum(tf.reduce_max(probabilities, axis=-1), 1e-30)
-        confidence = tf.exp(tf.reduce_sum(tf.math.log(step_max), axis=-1))
-        return {"text": text, "confidence": confidence}
+        log_probabilities = tf.nn.log_softmax(model(images, training=False))
+        steps = tf.fill([tf.shape(images)[0]], spec.time_steps)
+        # Keras' greedy CTC decoding; its score is minus the summed log-probability of the best path.
+        paths, scores = keras.ops.ctc_decode(log_probabilities, steps, strategy="greedy", mask_index=BLANK_INDEX)
+        text = tf.strings.reduce_join(tf.gather(characters, tf.maximum(paths[0], BLANK_INDEX)), axis=-1)  # -1 pads
+        return {"text": text, "confidence": tf.exp(-scores[:, 0])}
 
     # Keras' ExportArchive tracks every variable the model uses (dropout seeds included).
     archive = keras.export.ExportArchive()
