@@ -32,12 +32,11 @@ from typing import Sequence
 from captcha_reader.base import (
     DatasetError,
     ImageReadError,
-    TextFormatError,
     UserError,
     printable,
     quiet_when_output_closes,
 )
-from captcha_reader.decoding import TextFormat
+from captcha_reader.decoding import requested_format
 from captcha_reader.images import IMAGE_EXTENSIONS
 from captcha_reader.labels import list_images
 from captcha_reader.readers import RUNTIMES, open_reader
@@ -85,15 +84,6 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], bool]:
             paths.append(item)
     many = len(inputs) > 1 or any(Path(item).is_dir() for item in inputs)
     return paths, many
-
-
-def text_format_for(length: str | None, charset: str | None, greedy: bool) -> TextFormat | None:
-    """The text format the command line asks for; None for the model's own (or for greedy decoding)."""
-    if greedy and (length is not None or charset is not None):
-        raise TextFormatError("--greedy reads any length and character: it cannot be combined with --length or --charset")
-    if length is None and charset is None:
-        return None
-    return TextFormat.parse(charset, length)
 
 
 def print_info(reader: BaseReader, as_json: bool) -> None:
@@ -152,7 +142,7 @@ def read_images(args: argparse.Namespace) -> int:
     paths, many = ([], False) if args.info else expand_inputs(args.inputs)
     if args.inputs == [DEFAULT_IMAGE] and not args.info and not Path(DEFAULT_IMAGE).exists():
         raise DatasetError(f"{DEFAULT_IMAGE}: no such file; pass an image path or run from the project folder")
-    text_format = text_format_for(args.length, args.charset, args.greedy)
+    text_format = requested_format(args.charset, args.length, args.greedy)
     reader = open_reader(named_model(args.model), args.runtime)
     if args.info:
         print_info(reader, args.json)

@@ -52,6 +52,13 @@ def parse_lengths(text: str) -> tuple[int, int]:
     return lengths
 
 
+def requested_format(charset: str | None, length: str | None, greedy: bool) -> TextFormat | None:
+    """The format a reading is asked for (a charset, a length such as `4-6`); None for the model's own, or greedy."""
+    if greedy and (charset is not None or length is not None):
+        raise TextFormatError("greedy reads any length and character: it cannot be combined with length or charset")
+    return None if charset is None and length is None else TextFormat.parse(charset, length)
+
+
 def model_format(spec: ModelSpec) -> TextFormat:
     """The format of the labels the model was trained on: its charset and label lengths."""
     return TextFormat(spec.charset, (spec.min_label_length, spec.max_label_length))

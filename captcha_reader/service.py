@@ -4,11 +4,14 @@
     python predict_example.py --serve --model model/ocr_captcha.onnx     # the same
 
 `POST /read` takes images as multipart files or as JSON `{"images": [base64, ...]}` and answers
-`{"results": [...]}`: per image, in order, `{"text", "confidence"}` or `{"error"}`. `GET /model`
-is what the model knows, `GET /health` is for probes, `/` is a demo page, `/docs` the OpenAPI docs.
+`{"results": [...]}`: per image, in order, `{"text", "confidence", "char_confidences"}` or `{"error"}`.
+Readings have the model's own format (its charset and training label lengths) unless the query asks for
+another, as predict_example.py's flags do: `/read?length=4-6&charset=0123456789`, or `/read?greedy=true`.
+`GET /model` is what the model knows, `GET /health` is for probes, `/` is a demo page, `/docs` the OpenAPI docs.
 
 Requests that arrive within `max_wait_ms` of each other are read as one batch (`Batcher`): the
-network runs in its own thread and decoding in a small pool, so the event loop keeps accepting.
+network runs in its own thread, once per batch, and each request's images are decoded in its own
+format; uploads are decoded in a small pool, so the event loop keeps accepting.
 Every limit is a field of `ServiceSettings`; `create_app(reader, settings)` builds the app, to
 which later pages add their own routes and files in `captcha_reader/static/`.
 """
@@ -41,7 +44,8 @@ from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from captcha_reader.base import DatasetError, ImageReadError, UserError
+from captcha_reader.base import DatasetError, ImageReadError, TextFormatError, UserError
+from captcha_reader.decoding import TextFormat, decode, requested_format, resolve_format
 from captcha_reader.images import describe, read_image
 from captcha_reader.readers import open_reader
 from captcha_reader.reading import BaseReader, Reading, named_model
@@ -92,6 +96,13 @@ class BodyTooLarge(Exception):
     """A request body over the size limit: answered 413."""
 
 
+class Decoding(NamedTuple):
+    """How a request's images are decoded: format-aware in `text_format` (complete), or greedy."""
+
+    text_format: TextFormat | None
+    greedy: bool = False
+
+
 class Upload(NamedTuple):
     """One image of a request: its name for messages, its bytes, or why it could not even be taken."""
 
@@ -106,7 +117,7 @@ class Batcher:
     def __init__(self, reader: BaseReader, max_batch: int, max_wait_s: float, max_queue: int) -> None:
         self.reader = reader
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
-        self.pending: collections.deque = collections.deque()  # (array, future, arrival time)
+        self.pending: collections.deque = collections.deque()  # (array, decoding, future, arrival time)
         self.admitted = 0
         self.reading = 0  # images in the network now
         self.batches = 0
@@ -141,12 +152,12 @@ class Batcher:
         finally:
             self.admitted -= count
 
-    async def read(self, arrays: list[np.ndarray]) -> list[Reading]:
-        """Queue preprocessed images and wait for their readings."""
+    async def read(self, arrays: list[np.ndarray], decoding: Decoding) -> list[Reading]:
+        """Queue preprocessed images and wait for their readings, decoded as `decoding` says."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in arrays]
         now = loop.time()
-        self.pending.extend((array, future, now) for array, future in zip(arrays, futures))
+        self.pending.extend((array, decoding, future, now) for array, future in zip(arrays, futures))
         self._arrived.set()
         return list(await asyncio.gather(*futures))
 
@@ -154,19 +165,20 @@ class Batcher:
         """Images accepted and still being decoded: they will join the queue shortly."""
         return self.admitted - len(self.pending) - self.reading
 
-    async def _next_batch(self) -> list[tuple[np.ndarray, asyncio.Future]]:
+    async def _next_batch(self) -> list[tuple[np.ndarray, Decoding, asyncio.Future]]:
         """Wait for images; then, while more are being decoded, until the batch is full or has waited max_wait_s."""
         loop = asyncio.get_running_loop()
         while not self.pending:
             self._arrived.clear()
             await self._arrived.wait()
-        deadline = self.pending[0][2] + self.max_wait_s
+        deadline = self.pending[0][3] + self.max_wait_s
         while len(self.pending) < self.max_batch and self.incoming() > 0 and (left := deadline - loop.time()) > 0:
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), left)
         taken = [self.pending.popleft() for _ in range(min(self.max_batch, len(self.pending)))]
-        return [(array, future) for array, future, _ in taken if not future.done()]  # done: its client left
+        return [(array, decoding, future) for array, decoding, future, _ in taken
+                if not future.done()]  # done: its client left
 
     async def _run(self) -> None:
         """Read batch after batch, off the event loop."""
@@ -177,10 +189,9 @@ class Batcher:
                 continue
             self.reading = len(batch)
             try:
-                readings = await loop.run_in_executor(
-                    self._executor, self.reader.read_arrays, np.stack([array for array, _ in batch]))
+                readings = await loop.run_in_executor(self._executor, self.read_batch, batch)
             except Exception as error:  # noqa: BLE001 - the runtime failed: this batch's requests get the error
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(error)
                 continue
@@ -189,9 +200,19 @@ class Batcher:
             self.batches += 1
             self.images_read += len(batch)
             self.largest_batch = max(self.largest_batch, len(batch))
-            for (_, future), reading in zip(batch, readings):
+            for (_, _, future), reading in zip(batch, readings):
                 if not future.done():
                     future.set_result(reading)
+
+    def read_batch(self, batch: list[tuple[np.ndarray, Decoding, asyncio.Future]]) -> list[Reading]:
+        """Run the network once over the batch, then decode each image as its request asked."""
+        logits = self.reader.logits(np.stack([array for array, _, _ in batch]))
+        readings: list[Reading | None] = [None] * len(batch)
+        for decoding in {decoding for _, decoding, _ in batch}:
+            chosen = [i for i, (_, asked, _) in enumerate(batch) if asked == decoding]
+            for i, reading in zip(chosen, decode(logits[chosen], self.reader.spec, *decoding)):
+                readings[i] = reading
+        return readings
 
 
 class BodyLimit:
@@ -299,12 +320,22 @@ def decode_uploads(uploads: list[Upload], height: int, width: int, max_pixels: i
     return decoded
 
 
+def decoding_asked(reader: BaseReader, charset: str | None, length: str | None, greedy: bool) -> Decoding:
+    """The decoding a request's query asks for, checked against the model; HTTPException 422 when it cannot be."""
+    try:
+        asked = requested_format(charset, length, greedy)
+        return Decoding(None, True) if greedy else Decoding(resolve_format(reader.spec, asked))
+    except TextFormatError as error:
+        raise HTTPException(422, str(error)) from None
+
+
 def result_of(item: np.ndarray | str, readings: dict[int, Reading], index: int) -> dict:
     """The answer for one image: its reading, or its error."""
     if isinstance(item, str):
         return {"error": item}
     reading = readings[index]
-    return {"text": reading.text, "confidence": round(float(reading.confidence), 6)}
+    return {"text": reading.text, "confidence": round(float(reading.confidence), 6),
+            "char_confidences": [round(float(c), 6) for c in reading.char_confidences]}
 
 
 READ_BODY = {"requestBody": {"required": True, "content": {
@@ -314,11 +345,13 @@ READ_BODY = {"requestBody": {"required": True, "content": {
         "images": {"type": "array", "items": {"type": "string", "format": "byte"}}}}},
 }}}
 READ_ANSWERS = {
-    200: {"description": '{"results": [{"text", "confidence"} or {"error"}, ...]}, one per image, in order'},
+    200: {"description": '{"results": [{"text", "confidence", "char_confidences"} or {"error"}, ...]}, one per'
+                         ' image, in order'},
     401: {"description": "the service has a token and the request did not carry it"},
     413: {"description": "body or image count over the limit"},
     415: {"description": "neither multipart/form-data nor JSON"},
-    422: {"description": "malformed request, or no image in it could be read (results say why)"},
+    422: {"description": "malformed request, a text format the model cannot read, or no image in it could be read"
+                         " (results say why)"},
     503: {"description": "the queue is full: try again after Retry-After seconds"},
 }
 
@@ -326,17 +359,23 @@ router = APIRouter()
 
 
 @router.post("/read", dependencies=[Depends(require_token)], openapi_extra=READ_BODY, responses=READ_ANSWERS)
-async def read_images(request: Request) -> JSONResponse:
-    """Read one or many captcha images: one result per image, in order."""
+async def read_images(request: Request, length: str | None = None, charset: str | None = None,
+                      greedy: bool = False) -> JSONResponse:
+    """Read one or many captcha images: one result per image, in order.
+
+    `length` (4, or a range such as 4-6) and `charset` narrow or widen what a reading may be; by default
+    it has the format of the model's training labels. `greedy` takes the best class at each step instead.
+    """
     state = request.app.state
     settings: ServiceSettings = state.settings
+    decoding = decoding_asked(state.reader, charset, length, greedy)
     uploads = await uploads_from(request, settings)
     with state.batcher.admission(len(uploads)):
         spec = state.reader.spec
         decoded = await asyncio.get_running_loop().run_in_executor(
             state.decoder, decode_uploads, uploads, spec.height, spec.width, settings.max_pixels)
         good = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
-        readings = dict(zip(good, await state.batcher.read([decoded[i] for i in good]))) if good else {}
+        readings = dict(zip(good, await state.batcher.read([decoded[i] for i in good], decoding))) if good else {}
     results = [result_of(item, readings, i) for i, item in enumerate(decoded)]
     if good:
         return JSONResponse({"results": results})

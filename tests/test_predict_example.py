@@ -97,7 +97,7 @@ def test_length_charset_and_greedy_flags(trained_model, tiny_data, capsys, reade
     (["--length", "4-x"], "length must look like"),
     (["--charset", "01z"], "not 'z'"),
     (["--length", "99"], "time steps"),
-    (["--greedy", "--length", "4"], "--greedy"),
+    (["--greedy", "--length", "4"], "greedy reads any length and character: it cannot be combined"),
 ])
 def test_bad_format_flags_are_one_line_errors(trained_model, tiny_data, capsys, flags, message):
     image = str(sorted(tiny_data.iterdir())[0])

@@ -21,6 +21,7 @@ from helpers import bomb_png, free_port
 import predict_example
 from captcha_reader import service
 from captcha_reader.base import DatasetError
+from captcha_reader.decoding import TextFormat
 from captcha_reader.lite import load_lite_reader
 from captcha_reader.reading import BASE_CHARSET, BaseReader
 from captcha_reader.service import ServiceSettings, create_app
@@ -63,9 +64,11 @@ def files_of(paths: list[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("images", (path.name, path.read_bytes(), "image/png")) for path in paths]
 
 
-def expected(reader: BaseReader, paths: list[Path]) -> list[dict]:
-    """What the service must answer for good images: the reader's own readings."""
-    return [{"text": r.text, "confidence": round(float(r.confidence), 6)} for r in reader.read(paths)]
+def expected(reader: BaseReader, paths: list[Path], **reading) -> list[dict]:
+    """What the service must answer for good images: the reader's own readings (`reading`: read()'s format options)."""
+    return [{"text": r.text, "confidence": round(float(r.confidence), 6),
+             "char_confidences": [round(float(c), 6) for c in r.char_confidences]}
+            for r in reader.read(paths, **reading)]
 
 
 def wait_until(condition, seconds: float = 30.0) -> None:
@@ -195,6 +198,42 @@ def test_concurrent_requests_are_read_in_one_batch(onnx_reader, images):
     assert [a.json()["results"][0] for a in answers] == [want[0]] + [want[i % 3] for i in range(6)]
 
 
+def test_the_query_chooses_the_text_format_of_each_request(onnx_reader, images):
+    gated = GatedReader(onnx_reader)
+    app = create_app(gated, ServiceSettings(max_wait_ms=0))
+    queries = ["", "?length=2-3", "?charset=0123&length=4", "?greedy=true"]
+    with TestClient(app) as client, ThreadPoolExecutor(8) as pool:
+        first = pool.submit(client.post, "/read", files=files_of(images[:1]))
+        assert gated.entered.wait(60)
+        asked = [pool.submit(client.post, f"/read{query}", files=files_of(images)) for query in queries]
+        wait_until(lambda: len(app.state.batcher.pending) == 3 * len(queries))
+        gated.gate.set()
+        answers = [future.result() for future in asked]
+        assert first.result().status_code == 200
+    assert gated.sizes == [1, 3 * len(queries)], "requests of different formats share one batch"
+    formats = [{}, {"text_format": TextFormat.parse(None, "2-3")}, {"text_format": TextFormat.parse("0123", "4")},
+               {"greedy": True}]
+    for query, answer, reading in zip(queries, answers, formats):
+        assert answer.status_code == 200 and answer.json()["results"] == expected(onnx_reader, images, **reading), query
+    assert all(2 <= len(r["text"]) <= 3 for r in answers[1].json()["results"])
+    assert all(set(r["text"]) <= set("0123") and len(r["text"]) == 4 for r in answers[2].json()["results"])
+
+
+@pytest.mark.parametrize("query, message", [
+    ("?length=99", "length 99 needs 99 CTC time steps"),
+    ("?length=4-2", "1 <= min <= max"),
+    ("?charset=xyz", "the model reads only"),
+    ("?greedy=true&length=4", "cannot be combined"),
+    ("?greedy=maybe", "valid boolean"),
+])
+def test_a_text_format_the_model_cannot_read_is_refused_before_reading(onnx_reader, images, query, message):
+    with TestClient(create_app(onnx_reader)) as client:
+        answer = client.post(f"/read{query}", files=files_of(images[:1]))
+        health = client.get("/health").json()
+    assert answer.status_code == 422 and message in answer.json()["error"]
+    assert health["images_read"] == 0
+
+
 def test_full_queue_answers_503_with_retry_after(onnx_reader, images):
     gated = GatedReader(onnx_reader)
     with TestClient(create_app(gated, ServiceSettings(max_queue=2))) as client, ThreadPoolExecutor(1) as pool:
@@ -274,6 +313,11 @@ def test_demo_page_reads_test_png_in_chromium(lite_model, onnx_reader, tmp_path)
             want = onnx_reader.read([ROOT / "test.png"])[0]
             assert card.get_attribute("data-text") == want.text
             assert f"{100 * want.confidence:.1f}%" in card.inner_text()
+            characters = card.locator(".text span")
+            assert characters.all_inner_texts() == list(want.text)
+            for i, sure in enumerate(want.char_confidences):
+                assert characters.nth(i).get_attribute("title") == f"{100 * sure:.1f}% sure"
+                assert (characters.nth(i).get_attribute("class") == "doubtful") == (sure < 0.9)
             assert "test.png" in card.inner_text()
             page.goto(f"http://127.0.0.1:{port}/docs")  # the OpenAPI page renders from the app's own files
             page.locator(".opblock-summary-path", has_text="/read").first.wait_for(timeout=30_000)
