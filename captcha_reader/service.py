@@ -35,7 +35,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -338,6 +338,7 @@ def result_of(item: np.ndarray | str, readings: dict[int, Reading], index: int) 
             "char_confidences": [round(float(c), 6) for c in reading.char_confidences]}
 
 
+READ_QUERY = {"length", "charset", "greedy"}  # a misspelt one would silently read the default format
 READ_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
@@ -359,15 +360,19 @@ router = APIRouter()
 
 
 @router.post("/read", dependencies=[Depends(require_token)], openapi_extra=READ_BODY, responses=READ_ANSWERS)
-async def read_images(request: Request, length: str | None = None, charset: str | None = None,
-                      greedy: bool = False) -> JSONResponse:
-    """Read one or many captcha images: one result per image, in order.
-
-    `length` (4, or a range such as 4-6) and `charset` narrow or widen what a reading may be; by default
-    it has the format of the model's training labels. `greedy` takes the best class at each step instead.
-    """
+async def read_images(
+        request: Request,
+        length: str | None = Query(None, description="allowed text length: 4, or a range such as 4-6"
+                                                      " (default: the lengths of the model's training labels)"),
+        charset: str | None = Query(None, description="allowed characters, a subset of the model's (default: all)"),
+        greedy: bool = Query(False, description="the best class at each step instead: any length"),
+) -> JSONResponse:
+    """Read one or many captcha images: one result per image, in order, in the text format the query asks for."""
     state = request.app.state
     settings: ServiceSettings = state.settings
+    unknown = sorted(set(request.query_params) - READ_QUERY)
+    if unknown:
+        raise HTTPException(422, f"unknown query parameter {unknown[0]!r}: /read takes {', '.join(sorted(READ_QUERY))}")
     decoding = decoding_asked(state.reader, charset, length, greedy)
     uploads = await uploads_from(request, settings)
     with state.batcher.admission(len(uploads)):

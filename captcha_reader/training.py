@@ -181,7 +181,7 @@ def digest_of(lines: list[str]) -> str:
 
 
 def trained_on(model_path: Path, items: list[tuple[Path, str]]) -> bool:
-    """True when the model exists and its split.json says it was trained on exactly these labelled images."""
+    """True when the model exists and its NAME.split.json says it was trained on exactly these labelled images."""
     split_path = beside_model(model_path, "split.json")
     if not (model_path.is_file() and split_path.is_file()):
         return False
@@ -524,7 +524,8 @@ def train_with_unlabelled(settings: TrainingSettings, strategy: tf.distribute.St
         first_reader = load_keras_reader(first_path)
     else:
         if interrupted and first_path.is_file():
-            print(f"the labels changed since the first run's model {first_path} was trained: both runs start again")
+            print(f"the first run's model {first_path} has no record of being trained on these labels (they changed, or its"
+                  " split record is missing): both runs start again")
         print(f"first run, on the labels alone: its model goes to {first_path}")
         with locked_run(first_path):
             first = replace(settings, model=str(first_path), test_dir=None, unlabelled_dir=None)

@@ -64,11 +64,11 @@ def files_of(paths: list[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("images", (path.name, path.read_bytes(), "image/png")) for path in paths]
 
 
-def expected(reader: BaseReader, paths: list[Path], **reading) -> list[dict]:
-    """What the service must answer for good images: the reader's own readings (`reading`: read()'s format options)."""
+def expected(reader: BaseReader, paths: list[Path], **read_options: object) -> list[dict]:
+    """What the service must answer for good images: the reader's own readings, with read()'s format options."""
     return [{"text": r.text, "confidence": round(float(r.confidence), 6),
              "char_confidences": [round(float(c), 6) for c in r.char_confidences]}
-            for r in reader.read(paths, **reading)]
+            for r in reader.read(paths, **read_options)]
 
 
 def wait_until(condition, seconds: float = 30.0) -> None:
@@ -213,8 +213,8 @@ def test_the_query_chooses_the_text_format_of_each_request(onnx_reader, images):
     assert gated.sizes == [1, 3 * len(queries)], "requests of different formats share one batch"
     formats = [{}, {"text_format": TextFormat.parse(None, "2-3")}, {"text_format": TextFormat.parse("0123", "4")},
                {"greedy": True}]
-    for query, answer, reading in zip(queries, answers, formats):
-        assert answer.status_code == 200 and answer.json()["results"] == expected(onnx_reader, images, **reading), query
+    for query, answer, read_options in zip(queries, answers, formats):
+        assert answer.status_code == 200 and answer.json()["results"] == expected(onnx_reader, images, **read_options), query
     assert all(2 <= len(r["text"]) <= 3 for r in answers[1].json()["results"])
     assert all(set(r["text"]) <= set("0123") and len(r["text"]) == 4 for r in answers[2].json()["results"])
 
@@ -225,6 +225,7 @@ def test_the_query_chooses_the_text_format_of_each_request(onnx_reader, images):
     ("?charset=xyz", "the model reads only"),
     ("?greedy=true&length=4", "cannot be combined"),
     ("?greedy=maybe", "valid boolean"),
+    ("?Length=3", "unknown query parameter 'Length': /read takes charset, greedy, length"),
 ])
 def test_a_text_format_the_model_cannot_read_is_refused_before_reading(onnx_reader, images, query, message):
     with TestClient(create_app(onnx_reader)) as client:

@@ -488,6 +488,6 @@ def test_an_interrupted_second_run_resumes_from_the_first_runs_model(labels_chan
     assert train_one_epoch(tmp_path, data, "--unlabelled", str(tmp_path / "pool")) == 0
     if labels_changed:
         assert runs == [(str(first), 63, 0), (str(model), 63, 2)], "the first run again, on today's labels"
-        assert "the labels changed since the first run's model" in capsys.readouterr().out
+        assert "has no record of being trained on these labels (they changed" in capsys.readouterr().out
     else:
         assert runs == [(str(model), 64, 2)], "only the second run, reading with the kept first model"
