@@ -31,10 +31,9 @@ from typing import NamedTuple
 from common import ROOT, TEST_SEED, current_commit, generate, refuse_committed_output
 
 from captcha_reader.base import ModelSpec
-from captcha_reader.decoding import TextFormat, score
+from captcha_reader.decoding import Reading, TextFormat, score
 from captcha_reader.label_loop import (
     LabelStore,
-    Suggestion,
     labels_format,
     onnx_for,
     order_queue,
@@ -107,7 +106,7 @@ def checkpoints(first: int, limit: int):
 class PageSuggestions(NamedTuple):
     """The page's suggestions for the waiting images, and the model and labels' format they were read with."""
 
-    by_name: dict[str, Suggestion]
+    by_name: dict[str, Reading]
     spec: ModelSpec
     text_format: TextFormat | None
 
@@ -116,7 +115,7 @@ def read_suggestions(model: Path, store: LabelStore, work: Path) -> PageSuggesti
     """Read the waiting images as the page does: through its ONNX export, in the format of the labels so far."""
     reader = open_reader(onnx_for(model, work))
     text_format = labels_format(store.labels(), reader.spec)
-    by_name: dict[str, Suggestion] = {}
+    by_name: dict[str, Reading] = {}
     for batch in suggest(reader, [store.folder / name for name in store.waiting()], text_format):
         by_name.update(batch)
     return PageSuggestions(by_name, reader.spec, text_format)

@@ -33,7 +33,7 @@ from captcha_reader.base import (
     TextFormatError,
     UserError,
 )
-from captcha_reader.decoding import TextFormat, resolve_format
+from captcha_reader.decoding import Reading, TextFormat, resolve_format
 from captcha_reader.files import append_durably, beside_model
 from captcha_reader.labels import (
     CSV_HEADER,
@@ -67,13 +67,6 @@ EXPORT_LOCK = threading.Lock()
 
 class BadAnswer(UserError):
     """An answer the labels log cannot take: unknown file, unusable label or note."""
-
-
-class Suggestion(NamedTuple):
-    """What a model read in an image, and how sure it was."""
-
-    text: str
-    confidence: float
 
 
 class ReviewItem(NamedTuple):
@@ -203,15 +196,14 @@ def describe_format(text_format: TextFormat) -> str:
 
 def suggest(reader: BaseReader, paths: Sequence[Path], text_format: TextFormat | None = None,
             batch_size: int = SUGGESTION_BATCH):
-    """Yield {file name: Suggestion} for `paths` in `text_format`, one batch at a time; unreadable images get none."""
+    """Yield {file name: Reading} for `paths` in `text_format`, one batch at a time; unreadable images get none."""
     for start in range(0, len(paths), batch_size):
         batch = list(paths[start:start + batch_size])
         readings = reader.read_each(batch, text_format)
-        yield {path.name: Suggestion(r.text, r.confidence) for path, r in zip(batch, readings)
-               if not isinstance(r, ImageReadError)}
+        yield {path.name: reading for path, reading in zip(batch, readings) if not isinstance(reading, ImageReadError)}
 
 
-def order_queue(names: Sequence[str], suggestions: dict[str, Suggestion], order: str) -> list[str]:
+def order_queue(names: Sequence[str], suggestions: dict[str, Reading], order: str) -> list[str]:
     """The queue: least confident first (teaches the model most), most confident first (fast confirming), or by name.
 
     Images without a suggestion count as the least confident.

@@ -22,14 +22,13 @@ from pydantic import BaseModel
 
 from captcha_reader import service
 from captcha_reader.base import ModelSpec, UserError, count
-from captcha_reader.decoding import TextFormat
+from captcha_reader.decoding import Reading, TextFormat
 from captcha_reader.label_loop import (
     ORDERS,
     WORK_DIR,
     BadAnswer,
     LabelStore,
     ReviewItem,
-    Suggestion,
     TrainingProgress,
     describe_format,
     labels_format,
@@ -66,7 +65,7 @@ class Suggester:
     def __init__(self, store: LabelStore, work: Path) -> None:
         self.store = store
         self.work = work
-        self.suggestions: dict[str, Suggestion] = {}
+        self.suggestions: dict[str, Reading] = {}
         self.model: Path | None = None
         self.status = "no model"
         self.done = self.total = 0
@@ -211,7 +210,8 @@ class LabellingSession:
         """The waiting images in `order`, with their suggestions."""
         suggestions = dict(self.suggester.suggestions)
         return [{"name": name, "suggestion": suggestions[name].text if name in suggestions else "",
-                 "confidence": suggestions[name].confidence if name in suggestions else None}
+                 "confidence": suggestions[name].confidence if name in suggestions else None,
+                 "char_confidences": list(suggestions[name].char_confidences) if name in suggestions else []}
                 for name in order_queue(self.store.waiting(), suggestions, order)]
 
     def reviews(self) -> list[ReviewItem]:

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from captcha_reader.base import DatasetError, ModelSpec
-from captcha_reader.decoding import TextFormat
+from captcha_reader.decoding import Reading, TextFormat
 from captcha_reader.label_loop import (
     FORMAT_MIN_LABELS,
     BadAnswer,
     LabelStore,
-    Suggestion,
     TrainingProgress,
     describe_format,
     fine_tune_epochs,
@@ -99,7 +98,7 @@ def test_review_mode_keeps_names_as_labels(tmp_path):
 
 
 def test_order_queue():
-    suggestions = {"a": Suggestion("1", 0.9), "b": Suggestion("2", 0.2), "c": Suggestion("3", 0.5)}
+    suggestions = {"a": Reading("1", 0.9), "b": Reading("2", 0.2), "c": Reading("3", 0.5)}
     names = ["c", "d", "a", "b"]
     assert order_queue(names, suggestions, "uncertain") == ["d", "b", "c", "a"]
     assert order_queue(names, suggestions, "confident") == ["a", "c", "b", "d"]

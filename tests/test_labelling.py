@@ -41,9 +41,9 @@ def photos(tiny_data, tmp_path) -> Path:
     return folder
 
 
-def start_server(folder: Path, port: int) -> subprocess.Popen:
-    """`ocr_captcha.py --label` in a subprocess, once it answers."""
-    server = subprocess.Popen([sys.executable, "ocr_captcha.py", "--label", str(folder), "--port", str(port)],
+def start_server(folder: Path, port: int, *options: str) -> subprocess.Popen:
+    """`ocr_captcha.py --label` in a subprocess, with more command-line `options`, once it answers."""
+    server = subprocess.Popen([sys.executable, "ocr_captcha.py", "--label", str(folder), "--port", str(port), *options],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -167,10 +167,10 @@ def browser():
 
 
 @contextlib.contextmanager
-def opened_page(folder: Path, browser) -> Iterator:
+def opened_page(folder: Path, browser, *options: str) -> Iterator:
     """The labelling page of `folder` in the browser, ready, served by `ocr_captcha.py --label` until the block ends."""
     port = free_port()
-    server = start_server(folder, port)
+    server = start_server(folder, port, *options)
     try:
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{port}/label/")
@@ -253,6 +253,25 @@ def test_undoing_a_refused_answer_shows_its_image_once_more_not_twice(photos, br
         shown = answer_until_done(page, "5678")
     assert shown[0] == refused and shown.count(refused) == 1 and len(shown) == 12
     assert set(read_label_rows(photos / "labels.csv").values()) == {LabelRow("5678")}
+
+
+def test_the_hint_underlines_the_characters_of_a_suggestion_to_check(photos, lite_model, browser):
+    shown_item = "(() => { const q = window.labelling.queues.label; return q.items[q.index]; })()"
+    with opened_page(photos, browser, "--model", str(lite_model)) as page:
+        page.wait_for_function(f"{shown_item}.confidence !== null", timeout=60_000)
+        with_doubt = 0
+        for _ in range(12):
+            item = page.evaluate(shown_item)
+            doubtful = [sure < 0.9 for sure in item["char_confidences"]]
+            characters = page.locator("#hint .reading span")
+            if any(doubtful):
+                with_doubt += 1
+                assert characters.all_inner_texts() == list(item["suggestion"])
+                assert [characters.nth(i).get_attribute("class") == "doubtful" for i in range(len(doubtful))] == doubtful
+            else:
+                assert characters.count() == 0, "a suggestion sure of every character shows no check"
+            page.keyboard.press("Enter")
+    assert with_doubt > 0, "the tiny model is unsure of some characters"
 
 
 def test_review_queue_from_an_audit_report(photos, tmp_path):

@@ -22,17 +22,6 @@ async function showModel() {
     (accuracy != null ? `, validation ${(100 * accuracy).toFixed(2)}%` : "");
 }
 
-// A character read less surely than this is underlined: the one to check first.
-const DOUBTFUL_BELOW = 0.9;
-
-function characterOf(char, confidence) {
-  const span = document.createElement("span");
-  span.textContent = char;
-  span.title = `${(100 * confidence).toFixed(1)}% sure`;
-  if (confidence < DOUBTFUL_BELOW) span.className = "doubtful";
-  return span;
-}
-
 function card(file, result) {
   const item = document.createElement("li");
   item.className = "result";
@@ -56,7 +45,7 @@ function card(file, result) {
     const text = document.createElement("div");
     text.className = result.text ? "text" : "text empty";
     if (!result.text) text.textContent = "(nothing read)";
-    Array.from(result.text).forEach((char, i) => text.appendChild(characterOf(char, result.char_confidences[i])));
+    Array.from(result.text).forEach((char, i) => text.appendChild(characterSpan(char, result.char_confidences[i])));
     middle.appendChild(text);
     const percent = (100 * result.confidence).toFixed(1);
     right.innerHTML = `confidence <b>${percent}%</b><div class="bar"><span style="width:${percent}%"></span></div>`;

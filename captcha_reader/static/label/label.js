@@ -103,7 +103,18 @@ function showHint(item) {
     const sure = Math.round(100 * item.confidence);
     add("suggested, ");
     add(`${sure}% sure`, `conf ${sure >= 90 ? "high" : sure < 60 ? "low" : ""}`);
+    showDoubtfulCharacters(hint, item);
   }
+}
+
+// The suggestion beside the hint when some of its characters are doubtful (characters.js): the ones to check.
+function showDoubtfulCharacters(hint, item) {
+  if (!item.char_confidences.some((sure) => sure < DOUBTFUL_BELOW)) return;
+  hint.append(" · check ");
+  const reading = document.createElement("span");
+  reading.className = "reading";
+  Array.from(item.suggestion).forEach((char, i) => reading.append(characterSpan(char, item.char_confidences[i])));
+  hint.append(reading);
 }
 
 function showProgress() {
