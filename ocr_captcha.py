@@ -53,6 +53,7 @@ from captcha_reader.settings import (
     MAX_IMG_HEIGHT,
     MAX_IMG_WIDTH,
     MAX_PSEUDO_LABELLED,
+    MAX_VAL_SPLIT,
     MIN_AUTO_EPOCHS,
     MIN_IMG_HEIGHT,
     MIN_TRAINING_IMAGES,
@@ -82,10 +83,10 @@ def int_at_least(low: int):
 
 
 def fraction(text: str) -> float:
-    """argparse type: a number in [0, 0.9]."""
+    """argparse type: a number in [0, MAX_VAL_SPLIT]."""
     value = float(text)
-    if not 0 <= value <= 0.9:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 0.9, got {value}")
+    if not 0 <= value <= MAX_VAL_SPLIT:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_VAL_SPLIT}, got {value}")
     return value
 
 

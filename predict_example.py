@@ -37,8 +37,7 @@ from captcha_reader.base import (
     quiet_when_output_closes,
 )
 from captcha_reader.decoding import requested_format
-from captcha_reader.images import IMAGE_EXTENSIONS
-from captcha_reader.labels import list_images
+from captcha_reader.labels import images_in
 from captcha_reader.readers import RUNTIMES, open_reader
 from captcha_reader.reading import BaseReader, Reading, named_model
 from captcha_reader.settings import DEFAULT_MODEL
@@ -76,10 +75,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], bool]:
         if not item:
             raise DatasetError("an empty path among the inputs: name an image file or a folder")
         if Path(item).is_dir():
-            images = list_images(item)
-            if not images:
-                raise DatasetError(f"{printable(item)}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-            paths.extend(str(Path(item) / p.name) for p in images)
+            paths.extend(map(str, images_in(item)))
         else:
             paths.append(item)
     many = len(inputs) > 1 or any(Path(item).is_dir() for item in inputs)

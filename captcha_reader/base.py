@@ -112,7 +112,7 @@ def printable(name: str) -> str:
     return "".join(map(escaped, name.replace("\\", "\\\\")))
 
 
-def count(number: int, noun: str) -> str:
+def counted(number: int, noun: str) -> str:
     """`1 image`, `2 images`: a number with its noun."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
 

@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, count, printable, width_for
-from captcha_reader.images import IMAGE_EXTENSIONS, geometry_for, image_size, read_image
+from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, counted, printable, width_for
+from captcha_reader.images import IMAGE_EXTENSIONS, geometry_for, image_size, read_image, stack_images
 from captcha_reader.labels import (
     LABELS_CSV,
     charset_from_labels,
@@ -74,7 +74,7 @@ def warn_of_absent_files(folder: str | Path) -> None:
     present = {path.name for path in list_images(folder)}
     absent = sorted(name for name, label in read_labels_csv(csv_path).items() if label and name not in present)
     if absent:
-        print(f"warning: {printable(str(csv_path))} labels {count(len(absent), 'file')} that"
+        print(f"warning: {printable(str(csv_path))} labels {counted(len(absent), 'file')} that"
               f" the folder does not hold (such as {printable(absent[0])}); those labels are not used", file=sys.stderr)
 
 
@@ -148,7 +148,7 @@ def load_images(items: list[tuple[Path, str]], spec: ModelSpec) -> LabelledImage
         results = list(pool.map(read, items))
     good = [(array, item) for array, item in zip(results, items) if isinstance(array, np.ndarray)]
     bad = [str(error) for error in results if isinstance(error, ImageReadError)]
-    images = np.stack([array for array, _ in good]) if good else np.zeros((0, spec.height, spec.width), np.float32)
+    images = stack_images([array for array, _ in good], spec.height, spec.width)
     return LabelledImages(images, [label for _, (_, label) in good], [path for _, (path, _) in good], bad)
 
 

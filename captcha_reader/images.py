@@ -11,7 +11,7 @@ import struct
 import warnings
 from io import BytesIO
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -151,6 +151,11 @@ def read_image(source: ImageSource, height: int, width: int, max_pixels: int = M
     gray = decode_image(source, "L", max_pixels)
     resized = gray.resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32) / 255.0
+
+
+def stack_images(arrays: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
+    """Preprocessed images as one float32 (n, height, width) batch; an empty batch when there are none."""
+    return np.stack(arrays) if len(arrays) else np.zeros((0, height, width), np.float32)
 
 
 def image_size(path: Union[str, Path]) -> tuple[int, int]:

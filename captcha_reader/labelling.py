@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from captcha_reader import service
-from captcha_reader.base import ModelSpec, UserError, count
+from captcha_reader.base import ModelSpec, UserError, counted
 from captcha_reader.decoding import Reading, TextFormat
 from captcha_reader.label_loop import (
     ORDERS,
@@ -324,7 +324,7 @@ def serve(folder: str | Path, model: str | Path | None, port: int, reviews: Sequ
     print(f"{folder}: {counts['total']} images, {counts['labelled']} labelled, {counts['waiting']} waiting; "
           f"suggestions from {session.model or 'no model (none given, no base model shipped)'}")
     if session.newly_waiting:
-        print(f"{count(session.newly_waiting, 'image')} had no row in labels.csv and now wait for a label: the page"
+        print(f"{counted(session.newly_waiting, 'image')} had no row in labels.csv and now wait for a label: the page"
               " never takes a file name for a label (if these names are the labels, stop now and delete their rows"
               " from labels.csv)")
     print(f"open http://127.0.0.1:{port}{PREFIX}/  (Ctrl-C stops; every answer is already saved)", flush=True)

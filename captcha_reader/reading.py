@@ -8,7 +8,7 @@ import numpy as np
 
 from captcha_reader.base import ImageReadError, ModelLoadError, ModelSpec
 from captcha_reader.decoding import Reading, TextFormat, decode, resolve_format
-from captcha_reader.images import ImageSource, image_sources, read_image
+from captcha_reader.images import ImageSource, image_sources, read_image, stack_images
 
 # The shipped base model, which `--init-from base` and `--model base` name (tools/train_base_model.py makes it).
 BASE_MODEL_NAME = "base"
@@ -34,7 +34,7 @@ class BaseReader:
     def preprocess(self, sources: ImageSource | Sequence[ImageSource]) -> np.ndarray:
         """Read and resize images (or one image) into a float32 (n, height, width) batch."""
         arrays = [read_image(s, self.spec.height, self.spec.width) for s in image_sources(sources)]
-        return np.stack(arrays) if arrays else np.zeros((0, self.spec.height, self.spec.width), np.float32)
+        return stack_images(arrays, self.spec.height, self.spec.width)
 
     def read_arrays(self, batch: np.ndarray, batch_size: int = 256, text_format: TextFormat | None = None,
                     greedy: bool = False) -> list[Reading]:
@@ -66,7 +66,7 @@ class BaseReader:
                 results.append(None)
             except ImageReadError as error:
                 results.append(error)
-        batch = np.stack(list(arrays.values())) if arrays else np.zeros((0, self.spec.height, self.spec.width))
+        batch = stack_images(list(arrays.values()), self.spec.height, self.spec.width)
         for index, reading in zip(arrays, self.read_arrays(batch, text_format=text_format, greedy=greedy)):
             results[index] = reading
         return results

@@ -22,6 +22,8 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_LEARNING_RATE = 2e-3
 DEFAULT_SEED = 1337
 DEFAULT_VAL_SPLIT = 0.1
+# At least a tenth of the images must train.
+MAX_VAL_SPLIT = 0.9
 STRATEGIES = ("auto", "mirrored", "multiworker")
 # Training is planned to see at least this many images (3,000 steps of 32; MAX_AUTO_EPOCHS caps it below
 # 320), in at least MIN_AUTO_EPOCHS epochs: small datasets get more epochs, large ones fewer (more
@@ -89,8 +91,8 @@ class TrainingSettings:
             raise DatasetError(f"learning rate must be a positive number, got {self.learning_rate}")
         if self.seed < 0:
             raise DatasetError(f"seed must be 0 or more, got {self.seed}")
-        if not 0 <= self.val_split <= 0.9:
-            raise DatasetError(f"validation split must be between 0 and 0.9, got {self.val_split}")
+        if not 0 <= self.val_split <= MAX_VAL_SPLIT:
+            raise DatasetError(f"validation split must be between 0 and {MAX_VAL_SPLIT}, got {self.val_split}")
         if not MIN_IMG_HEIGHT <= self.img_height <= MAX_IMG_HEIGHT:
             raise DatasetError(f"image height must be {MIN_IMG_HEIGHT} to {MAX_IMG_HEIGHT}, got {self.img_height}")
         if self.img_width is not None and self.img_width > MAX_IMG_WIDTH:

@@ -24,7 +24,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from captcha_reader import distributed, records
-from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, UserError, count
+from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, UserError, counted
 from captcha_reader.data import (
     check_bad_files,
     encode_labels,
@@ -51,7 +51,7 @@ from captcha_reader.files import (
     write_atomically,
     write_json,
 )
-from captcha_reader.images import image_size
+from captcha_reader.images import image_size, stack_images
 from captcha_reader.labels import LABELS_CSV, answered_names, check_time_steps, decode_indices, images_in
 from captcha_reader.metrics import CharacterErrorRate, SequenceAccuracy
 from captcha_reader.model import (
@@ -221,7 +221,7 @@ def shard_training_data(settings: TrainingSettings, spec: ModelSpec) -> Training
     split = {"data_dir": str(settings.data_dir), "seed": settings.seed, "val_split": settings.val_split,
              "rule": "validation = files whose hash of '<seed>/<path>' falls in the first val_split of 10,000 buckets",
              "validation": val_names}
-    images = np.stack(val_images) if val_images else np.zeros((0, spec.height, spec.width), np.float32)
+    images = stack_images(val_images, spec.height, spec.width)
     return TrainingData(spec, train_elements, n_train, images, val_labels, split,
                         [json.dumps(meta, sort_keys=True)])
 
@@ -474,10 +474,10 @@ def unlabelled_images(folder: str, items: list[tuple[Path, str]]) -> list[Path]:
     paths = [path for path in images if path.name not in answered]
     fresh = [path for path in paths if file_digest(path) not in labelled]
     if len(paths) < len(images):
-        print(f"left out: {count(len(images) - len(paths), 'image')} that {Path(folder) / LABELS_CSV} labels or"
+        print(f"left out: {counted(len(images) - len(paths), 'image')} that {Path(folder) / LABELS_CSV} labels or"
               " marks unreadable")
     if len(fresh) < len(paths):
-        print(f"left out: {count(len(paths) - len(fresh), 'image')} of {folder} labelled by file name, or copies of"
+        print(f"left out: {counted(len(paths) - len(fresh), 'image')} of {folder} labelled by file name, or copies of"
               " labelled images")
     if not fresh:
         raise DatasetError(f"--unlabelled {folder}: every image there is labelled, a copy of a labelled image or marked"
@@ -644,7 +644,7 @@ def model_and_data(settings: TrainingSettings, strategy: tf.distribute.Strategy,
     if base is not None:
         print_charset_change(model_info(base).spec.charset, data.spec.charset)
     print(f"training on {data.n_train} images, validating on {len(data.val_labels)} (seed {settings.seed}); "
-          f"{distributed.task_description(strategy)}, {count(strategy.num_replicas_in_sync, 'replica')}")
+          f"{distributed.task_description(strategy)}, {counted(strategy.num_replicas_in_sync, 'replica')}")
     return model, data, start
 
 

@@ -1,6 +1,6 @@
 """captcha_reader.base: what every layer shares; here, how a script ends when a pipe breaks."""
 
-from captcha_reader.base import count, quiet_when_output_closes
+from captcha_reader.base import counted, quiet_when_output_closes
 
 
 def test_a_broken_pipe_other_than_the_output_is_one_line_and_status_1(capfd):
@@ -23,4 +23,4 @@ def test_a_command_that_ends_well_keeps_its_status_and_output(capfd):
 
 
 def test_count_names_one_or_many():
-    assert (count(1, "image"), count(0, "image"), count(2, "file")) == ("1 image", "0 images", "2 files")
+    assert (counted(1, "image"), counted(0, "image"), counted(2, "file")) == ("1 image", "0 images", "2 files")
