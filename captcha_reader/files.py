@@ -89,6 +89,18 @@ def has_backup(model_path: Path) -> bool:
     return any(scratch_dir(model_path).glob("run-*/backup"))
 
 
+def lock_file(fd: int, wait: bool) -> None:
+    """Take the OS's exclusive lock on an open file, held until it is closed; without `wait`, OSError if taken."""
+    if os.name == "nt":
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 @contextlib.contextmanager
 def exclusive_lock(lock_path: Path, busy_message: str) -> Iterator[None]:
     """Hold an OS lock on `lock_path` for the duration; a second holder fails at once with `busy_message`.
@@ -100,14 +112,7 @@ def exclusive_lock(lock_path: Path, busy_message: str) -> Iterator[None]:
     handle = open(lock_path, "a")  # noqa: SIM115 - held until the block ends
     try:
         try:
-            if os.name == "nt":
-                import msvcrt
-
-                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_file(handle.fileno(), wait=False)
         except OSError:
             raise DatasetError(busy_message) from None
         yield
@@ -127,14 +132,7 @@ def append_durably(path: Path, text: str) -> None:
     except OSError as error:
         raise DatasetError(f"cannot write {path}: {error.strerror or error}") from None
     try:
-        if os.name == "nt":
-            import msvcrt
-
-            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        lock_file(fd, wait=True)
         end = os.fstat(fd).st_size
         if end:
             os.lseek(fd, end - 1, os.SEEK_SET)
