@@ -38,7 +38,7 @@ from captcha_reader.model import KerasReader, build_model
 from captcha_reader.readers import open_reader
 from captcha_reader.settings import TrainingSettings, plan_training
 from captcha_reader.tf_import import keras, tf
-from captcha_reader.training import fit, make_dataset, save_model
+from captcha_reader.training import fit, in_memory, make_dataset, save_model
 
 # The Keras example's own training settings (recipes A and B).
 KERAS_EXAMPLE = {"img_height": 50, "img_width": 200, "batch_size": 16, "epochs": 100, "patience": 10, "augment": False}
@@ -88,7 +88,7 @@ def milestones_callback(budget: float, started: float) -> keras.callbacks.Callba
 def train_elements(prepared: PreparedData) -> tf.data.Dataset:
     """The unbatched training pairs of a prepared folder."""
     images, labels = prepared.data.images[prepared.train_idx], prepared.labels[prepared.train_idx]
-    return tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    return in_memory(images, labels)
 
 
 def run_plateau(job: dict) -> dict:

@@ -25,8 +25,8 @@ from captcha_reader.data import (
 from captcha_reader.files import check_writable, write_json
 from captcha_reader.model import KerasReader, build_model
 from captcha_reader.settings import TrainingSettings
-from captcha_reader.tf_import import keras, tf
-from captcha_reader.training import fit
+from captcha_reader.tf_import import keras
+from captcha_reader.training import fit, in_memory
 
 
 def label_probabilities(model: keras.Model, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -60,8 +60,8 @@ def audit_folder(folder: str, settings: TrainingSettings, folds: int, report_pat
         model = build_model(spec)
         work = Path(tempfile.mkdtemp(prefix="audit_"))
         try:
-            elements = tf.data.Dataset.from_tensor_slices((data.images[train_idx], labels[train_idx])).cache()
-            fit(model, elements, len(train_idx), data.images[:0], labels[:0], settings, work)
+            fit(model, in_memory(data.images[train_idx], labels[train_idx]), len(train_idx), data.images[:0], labels[:0],
+                settings, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         p_label[held_out] = label_probabilities(model, data.images[held_out], labels[held_out])

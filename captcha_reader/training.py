@@ -165,8 +165,7 @@ def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: lis
         split["pseudo_labelled"] = {"folder": str(settings.unlabelled_dir), "min_confidence": PSEUDO_LABEL_CONFIDENCE,
                                     "files": files}
         fingerprint += [f"unlabelled\t{name}\t{label}" for name, label in files.items()]
-    elements = tf.data.Dataset.from_tensor_slices((train_images, train_encoded)).cache()
-    return TrainingData(spec, elements, len(train_images), data.images[val_idx], [data.labels[i] for i in val_idx],
+    return TrainingData(spec, in_memory(train_images, train_encoded), len(train_images), data.images[val_idx], [data.labels[i] for i in val_idx],
                         split, fingerprint)
 
 
@@ -265,11 +264,15 @@ def batched(elements: tf.data.Dataset, batch_size: int, shuffle_seed: int | None
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def in_memory(images: np.ndarray, labels: np.ndarray) -> tf.data.Dataset:
+    """Decoded images and their encoded labels, held in memory, as the unbatched (image, label) pairs of tf.data."""
+    return tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+
+
 def make_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle_seed: int | None = None,
                  augment: bool = False) -> tf.data.Dataset:
     """A batched tf.data pipeline over decoded images held in memory."""
-    elements = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
-    return batched(elements, batch_size, shuffle_seed, augment, shuffle_buffer=max(1, len(images)))
+    return batched(in_memory(images, labels), batch_size, shuffle_seed, augment, shuffle_buffer=max(1, len(images)))
 
 
 # ---------------------------------------------------------------------------
