@@ -60,8 +60,8 @@ def audit_folder(folder: str, settings: TrainingSettings, folds: int, report_pat
         model = build_model(spec)
         work = Path(tempfile.mkdtemp(prefix="audit_"))
         try:
-            fit(model, in_memory(data.images[train_idx], labels[train_idx]), len(train_idx), data.images[:0], labels[:0],
-                settings, work)
+            elements = in_memory(data.images[train_idx], labels[train_idx])
+            fit(model, elements, len(train_idx), data.images[:0], labels[:0], settings, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         p_label[held_out] = label_probabilities(model, data.images[held_out], labels[held_out])

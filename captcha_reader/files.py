@@ -70,7 +70,7 @@ def check_output_folder(folder: Path, what: str, input_folders: dict[str, Path |
 
 
 def beside_model(model_path: Path, suffix: str) -> Path:
-    """A file or folder of the model's own, beside it as `<model name>.<suffix>`: models sharing a folder keep theirs apart."""
+    """The model's own file or folder `<model name>.<suffix>` beside it: models in one folder keep theirs apart."""
     return model_path.with_name(f"{model_path.stem}.{suffix}")
 
 

@@ -165,8 +165,8 @@ def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: lis
         split["pseudo_labelled"] = {"folder": str(settings.unlabelled_dir), "min_confidence": PSEUDO_LABEL_CONFIDENCE,
                                     "files": files}
         fingerprint += [f"unlabelled\t{name}\t{label}" for name, label in files.items()]
-    return TrainingData(spec, in_memory(train_images, train_encoded), len(train_images), data.images[val_idx], [data.labels[i] for i in val_idx],
-                        split, fingerprint)
+    return TrainingData(spec, in_memory(train_images, train_encoded), len(train_images), data.images[val_idx],
+                        [data.labels[i] for i in val_idx], split, fingerprint)
 
 
 def item_lines(items: list[tuple[Path, str]]) -> list[str]:
@@ -527,8 +527,8 @@ def train_with_unlabelled(settings: TrainingSettings, strategy: tf.distribute.St
         first_reader = load_keras_reader(first_path)
     else:
         if interrupted and first_path.is_file():
-            print(f"the first run's model {first_path} has no record of being trained on these labels (they changed, or its"
-                  " split record is missing): both runs start again")
+            print(f"the first run's model {first_path} has no record of being trained on these labels (they changed,"
+                  " or its split record is missing): both runs start again")
         print(f"first run, on the labels alone: its model goes to {first_path}")
         with locked_run(first_path):
             first = replace(settings, model=str(first_path), test_dir=None, unlabelled_dir=None)

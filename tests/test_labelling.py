@@ -267,7 +267,8 @@ def test_the_hint_underlines_the_characters_of_a_suggestion_to_check(photos, lit
             if any(doubtful):
                 with_doubt += 1
                 assert characters.all_inner_texts() == list(item["suggestion"])
-                assert [characters.nth(i).get_attribute("class") == "doubtful" for i in range(len(doubtful))] == doubtful
+                marked = [characters.nth(i).get_attribute("class") == "doubtful" for i in range(len(doubtful))]
+                assert marked == doubtful
             else:
                 assert characters.count() == 0, "a suggestion sure of every character shows no check"
             page.keyboard.press("Enter")

@@ -214,7 +214,8 @@ def test_the_query_chooses_the_text_format_of_each_request(onnx_reader, images):
     formats = [{}, {"text_format": TextFormat.parse(None, "2-3")}, {"text_format": TextFormat.parse("0123", "4")},
                {"greedy": True}]
     for query, answer, read_options in zip(queries, answers, formats):
-        assert answer.status_code == 200 and answer.json()["results"] == expected(onnx_reader, images, **read_options), query
+        assert answer.status_code == 200, query
+        assert answer.json()["results"] == expected(onnx_reader, images, **read_options), query
     assert all(2 <= len(r["text"]) <= 3 for r in answers[1].json()["results"])
     assert all(set(r["text"]) <= set("0123") and len(r["text"]) == 4 for r in answers[2].json()["results"])
 
