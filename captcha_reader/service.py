@@ -31,7 +31,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Annotated, Callable, NamedTuple, Sequence
 
 import numpy as np
 import uvicorn
@@ -41,6 +41,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
@@ -338,7 +339,18 @@ def result_of(item: np.ndarray | str, readings: dict[int, Reading], index: int) 
             "char_confidences": [round(float(c), 6) for c in reading.char_confidences]}
 
 
-READ_QUERY = {"length", "charset", "greedy"}  # a misspelt one would silently read the default format
+
+
+class ReadQuery(BaseModel):
+    """The text format a /read request asks for; a misspelt parameter is refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+    length: str | None = Field(None, description="allowed text length: 4, or a range such as 4-6"
+                                                 " (default: the lengths of the model's training labels)")
+    charset: str | None = Field(None, description="allowed characters, a subset of the model's (default: all)")
+    greedy: bool = Field(False, description="the best class at each step instead: any length")
+
+
 READ_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
         "images": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
@@ -360,20 +372,11 @@ router = APIRouter()
 
 
 @router.post("/read", dependencies=[Depends(require_token)], openapi_extra=READ_BODY, responses=READ_ANSWERS)
-async def read_images(
-        request: Request,
-        length: str | None = Query(None, description="allowed text length: 4, or a range such as 4-6"
-                                                      " (default: the lengths of the model's training labels)"),
-        charset: str | None = Query(None, description="allowed characters, a subset of the model's (default: all)"),
-        greedy: bool = Query(False, description="the best class at each step instead: any length"),
-) -> JSONResponse:
+async def read_images(request: Request, query: Annotated[ReadQuery, Query()]) -> JSONResponse:
     """Read one or many captcha images: one result per image, in order, in the text format the query asks for."""
     state = request.app.state
     settings: ServiceSettings = state.settings
-    unknown = sorted(set(request.query_params) - READ_QUERY)
-    if unknown:
-        raise HTTPException(422, f"unknown query parameter {unknown[0]!r}: /read takes {', '.join(sorted(READ_QUERY))}")
-    decoding = decoding_asked(state.reader, charset, length, greedy)
+    decoding = decoding_asked(state.reader, query.charset, query.length, query.greedy)
     uploads = await uploads_from(request, settings)
     with state.batcher.admission(len(uploads)):
         spec = state.reader.spec
@@ -425,7 +428,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
         """A request FastAPI could not validate, as a 422 with the reasons."""
-        return error_response(422, "; ".join(str(item.get("msg", item)) for item in error.errors()))
+        return error_response(422, "; ".join(f"{item['loc'][-1]}: {item['msg']}" for item in error.errors()))
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(request: Request, _: BodyTooLarge) -> JSONResponse:
