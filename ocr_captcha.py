@@ -182,7 +182,7 @@ def settings_from(args: argparse.Namespace) -> TrainingSettings:
     """The training settings the flags ask for."""
     return TrainingSettings(
         data_dir=args.data_dir, model=args.model, init_from=named_model(args.init_from) if args.init_from else None,
-        test_dir=args.test_dir, unlabelled_dir=args.unlabelled,
+        test_dir=args.test_dir,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience,
         seed=args.seed, val_split=args.val_split, img_height=args.img_height, img_width=args.img_width,
         capacity=args.capacity,
@@ -242,10 +242,12 @@ def run(args: argparse.Namespace) -> int:
         from captcha_reader.model import load_keras_reader
 
         export_savedmodel(load_keras_reader(model), Path(args.export_savedmodel))
+    elif args.unlabelled is not None:
+        from captcha_reader.pseudo_labels import train_with_unlabelled  # imports TensorFlow, which takes seconds
+
+        train_with_unlabelled(settings_from(args), args.unlabelled)
     else:
-        from captcha_reader.training import (
-            train,  # imports TensorFlow, which takes seconds
-        )
+        from captcha_reader.training import train
 
         train(settings_from(args))
     return 0

@@ -57,16 +57,13 @@ class TrainingSettings:
     """Everything that decides a training run; None means "decided from the data" (see plan_training).
 
     init_from is a model file to fine-tune, SCRATCH for a new network, or None: the base model for
-    data with letters it knows, else a new network (training.starting_model). unlabelled_dir is a
-    folder of unlabelled images of the same captchas: a second run adds the first run's sure readings
-    of them to its training images (training.train_with_unlabelled).
+    data with letters it knows, else a new network (training.starting_model).
     """
 
     data_dir: str = DEFAULT_DATA_DIR
     model: str = DEFAULT_MODEL
     init_from: str | None = None
     test_dir: str | None = None
-    unlabelled_dir: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
     learning_rate: float = DEFAULT_LEARNING_RATE
@@ -97,8 +94,6 @@ class TrainingSettings:
             raise DatasetError(f"image height must be {MIN_IMG_HEIGHT} to {MAX_IMG_HEIGHT}, got {self.img_height}")
         if self.img_width is not None and self.img_width > MAX_IMG_WIDTH:
             raise DatasetError(f"image width must be at most {MAX_IMG_WIDTH}, got {self.img_width}")
-        if self.unlabelled_dir == "":
-            raise DatasetError("the unlabelled folder is an empty path; name a folder of images")
         if self.strategy not in STRATEGIES:
             raise DatasetError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
 

@@ -11,22 +11,19 @@ import contextlib
 import hashlib
 import json
 import math
-import random
 import shutil
 import string
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from captcha_reader import distributed, records
-from captcha_reader.base import DatasetError, ImageReadError, ModelSpec, UserError, counted
+from captcha_reader.base import DatasetError, ModelSpec, UserError, counted
 from captcha_reader.data import (
-    check_bad_files,
     encode_labels,
     infer_spec,
     labelled_items,
@@ -45,14 +42,12 @@ from captcha_reader.files import (
     check_writable,
     exclusive_lock,
     has_backup,
-    labels_only_model,
-    same_path,
     scratch_dir,
     write_atomically,
     write_json,
 )
-from captcha_reader.images import image_size, stack_images
-from captcha_reader.labels import LABELS_CSV, answered_names, check_time_steps, decode_indices, images_in
+from captcha_reader.images import stack_images
+from captcha_reader.labels import check_time_steps, decode_indices
 from captcha_reader.metrics import CharacterErrorRate, SequenceAccuracy
 from captcha_reader.model import (
     KerasReader,
@@ -63,8 +58,6 @@ from captcha_reader.model import (
 )
 from captcha_reader.reading import BASE_CAPACITY, BASE_CHARSET, BASE_HEIGHT, BASE_MODEL, existing_model
 from captcha_reader.settings import (
-    MAX_PSEUDO_LABELLED,
-    PSEUDO_LABEL_CONFIDENCE,
     SCRATCH,
     TrainingPlan,
     TrainingSettings,
@@ -98,6 +91,14 @@ class TrainingData(NamedTuple):
     val_labels: list[str]
     split: dict  # recorded beside the model as NAME.split.json
     fingerprint: list[str]  # identifies the data, for the backup folder's key
+
+
+class PseudoLabels(NamedTuple):
+    """Unlabelled images with a model's readings as their labels, for a second run (captcha_reader.pseudo_labels)."""
+
+    folder: str
+    min_confidence: float  # the least confidence of a reading that joined
+    readings: list[tuple[Path, str]]
 
 
 def data_spec(settings: TrainingSettings, items: list[tuple[Path, str]] | None) -> ModelSpec:
@@ -139,10 +140,10 @@ def describe_data(where: str, spec: ModelSpec) -> None:
 
 
 def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: list[tuple[Path, str]],
-                         pseudo_labelled: Sequence[tuple[Path, str]] = ()) -> TrainingData:
+                         pseudo_labels: PseudoLabels | None = None) -> TrainingData:
     """A folder's labelled images (`items`), decoded into memory and split by a seeded permutation.
 
-    `pseudo_labelled` images (with a model's readings as labels) join the training part only:
+    `pseudo_labels` images (with a model's readings as labels) join the training part only:
     validation stays on labels a person gave.
     """
     describe_data(f"{len(items)} images in {settings.data_dir}", spec)
@@ -155,14 +156,14 @@ def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: lis
     split = {"data_dir": str(settings.data_dir), "seed": settings.seed, "val_split": settings.val_split,
              "labels_digest": digest_of(fingerprint),
              "train": [data.paths[i].name for i in train_idx], "validation": [data.paths[i].name for i in val_idx]}
-    if pseudo_labelled:
-        extra = load_images(list(pseudo_labelled), spec)  # read once already: only a file changed since fails
+    if pseudo_labels:
+        extra = load_images(pseudo_labels.readings, spec)  # read once already: only a file changed since fails
         if extra.bad_files:
             print(f"{len(extra.bad_files)} of the sure readings' images can no longer be read and are left out")
         train_images = np.concatenate([train_images, extra.images])
         train_encoded = np.concatenate([train_encoded, encode_labels(extra.labels, spec)])
         files = {path.name: label for path, label in zip(extra.paths, extra.labels)}
-        split["pseudo_labelled"] = {"folder": str(settings.unlabelled_dir), "min_confidence": PSEUDO_LABEL_CONFIDENCE,
+        split["pseudo_labelled"] = {"folder": pseudo_labels.folder, "min_confidence": pseudo_labels.min_confidence,
                                     "files": files}
         fingerprint += [f"unlabelled\t{name}\t{label}" for name, label in files.items()]
     return TrainingData(spec, in_memory(train_images, train_encoded), len(train_images), data.images[val_idx],
@@ -436,8 +437,6 @@ def train(settings: TrainingSettings) -> KerasReader | None:
         return train_and_save(settings, strategy, chief=False, items=list_data(settings))
     check_run_paths(settings)
     with locked_run(Path(settings.model)):
-        if settings.unlabelled_dir:
-            return train_with_unlabelled(settings, strategy)
         return train_and_save(settings, strategy, chief=True, items=list_data(settings))
 
 
@@ -460,96 +459,6 @@ def locked_run(model_path: Path) -> Iterator[None]:
                 shutil.rmtree(scratch_dir(model_path), ignore_errors=True)
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def unlabelled_images(folder: str, items: list[tuple[Path, str]]) -> list[Path]:
-    """The images of `folder` to read: none its labels.csv labels or marks, none a byte copy of a labelled image.
-
-    Copies would leak validation labels. Named as --unlabelled, the --data-dir folder itself gives the images
-    its labels.csv lists as waiting for a label.
-    """
-    labelled = {file_digest(path) for path, _ in items}
-    images = images_in(folder)
-    answered = answered_names(folder)
-    paths = [path for path in images if path.name not in answered]
-    fresh = [path for path in paths if file_digest(path) not in labelled]
-    if len(paths) < len(images):
-        print(f"left out: {counted(len(images) - len(paths), 'image')} that {Path(folder) / LABELS_CSV} labels or"
-              " marks unreadable")
-    if len(fresh) < len(paths):
-        print(f"left out: {counted(len(paths) - len(fresh), 'image')} of {folder} labelled by file name, or copies of"
-              " labelled images")
-    if not fresh:
-        raise DatasetError(f"--unlabelled {folder}: every image there is labelled, a copy of a labelled image or marked"
-                           " in labels.csv, so there is nothing to read; give a folder of other images of the same"
-                           " captchas")
-    return fresh
-
-
-def sure_readings(reader: KerasReader, paths: list[Path]) -> list[tuple[Path, str]]:
-    """The images the reader reads with at least PSEUDO_LABEL_CONFIDENCE, with those readings."""
-    chunk = 4096  # images decoded at a time while reading
-    readings = [reading for start in range(0, len(paths), chunk) for reading in reader.read_each(paths[start:start + chunk])]
-    sure = [(path, reading.text) for path, reading in zip(paths, readings)
-            if isinstance(reading, Reading) and reading.confidence >= PSEUDO_LABEL_CONFIDENCE]
-    print(f"read {len(paths)} unlabelled images: {len(sure)} read with confidence at least {PSEUDO_LABEL_CONFIDENCE}")
-    return sure
-
-
-def at_most_max(sure: list[tuple[Path, str]], seed: int) -> list[tuple[Path, str]]:
-    """The sure readings, or a sample of MAX_PSEUDO_LABELLED of them (seeded, in file order) when there are more."""
-    if len(sure) <= MAX_PSEUDO_LABELLED:
-        return sure
-    print(f"{len(sure)} sure readings are more than a second run takes: a sample of {MAX_PSEUDO_LABELLED} (seed {seed})"
-          " joins")
-    return [sure[i] for i in sorted(random.Random(seed).sample(range(len(sure)), MAX_PSEUDO_LABELLED))]
-
-
-def train_with_unlabelled(settings: TrainingSettings, strategy: tf.distribute.Strategy) -> KerasReader:
-    """Train on the labels, read the unlabelled folder, then train again with the readings the model is sure of.
-
-    From 300 labels of `hard2` and 10,000 unlabelled images, one round of these pseudo-labels read 95.3%
-    of 1,000 fresh images instead of 90.7%; from 2,000 labels it gained nothing beyond one run's noise,
-    nor did a second round (benchmarks/levers.md, "Unlabelled images"). Both runs see the labelled folder
-    as listed once, so they validate on the same images; the first run's model stays in
-    `labels_only_model`, and an interrupted second run resumes from it. The unlabelled folder may be the
-    labelled one: the images its labels.csv lists as waiting for a label are then the ones read.
-    """
-    model_path, first_path = Path(settings.model), labels_only_model(Path(settings.model))
-    items = labelled_items(settings.data_dir)
-    pool = unlabelled_images(settings.unlabelled_dir, items)
-    interrupted = has_backup(model_path) and not settings.restart
-    if interrupted and trained_on(first_path, items):
-        print(f"the second run was interrupted: it resumes, reading with the first run's model {first_path}")
-        first_reader = load_keras_reader(first_path)
-    else:
-        if interrupted and first_path.is_file():
-            print(f"the first run's model {first_path} has no record of being trained on these labels (they changed,"
-                  " or its split record is missing): both runs start again")
-        print(f"first run, on the labels alone: its model goes to {first_path}")
-        with locked_run(first_path):
-            first = replace(settings, model=str(first_path), test_dir=None, unlabelled_dir=None)
-            first_reader = train_and_save(first, strategy, chief=True, items=items)
-    sure = at_most_max(sure_readings(first_reader, pool), settings.seed)
-    if not sure:
-        raise DatasetError(f"no unlabelled image was read with confidence at least {PSEUDO_LABEL_CONFIDENCE}, so"
-                           f" there is no second run; the model trained on the labels is {first_path}")
-    print(f"second run, on the labels and {len(sure)} sure readings: its model goes to {model_path}")
-    reader = train_and_save(settings, strategy, chief=True, items=items, pseudo_labelled=sure)
-    print(f"validation: {validation_percent(first_reader)} labels only ({first_path}), "
-          f"{validation_percent(reader)} with the sure readings ({model_path})")
-    return reader
-
-
-def validation_percent(reader: KerasReader) -> str:
-    """A model's validation sequence accuracy as a percentage, or "no score"."""
-    seq_acc = reader.validation.get("seq_acc")
-    return "no score" if seq_acc is None else f"{seq_acc:.2%}"
-
-
 def check_run_paths(settings: TrainingSettings) -> None:
     """Check every path a run reads or writes before any work: no output may be lost, overwrite an input or become data."""
     model_path = Path(settings.model)
@@ -559,8 +468,7 @@ def check_run_paths(settings: TrainingSettings) -> None:
         raise DatasetError(f"--model {model_path} must end in .keras, the only format Keras saves a model in")
     check_writable(model_path.parent)
     check_output_folder(model_path.parent, "the plots beside the model",
-                        {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir,
-                         "--unlabelled": settings.unlabelled_dir})
+                        {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir})
     outputs = [model_path, *(beside_model(model_path, name) for name in RUN_OUTPUTS),
                previous_model(model_path)]
     for output in outputs:
@@ -569,32 +477,6 @@ def check_run_paths(settings: TrainingSettings) -> None:
         existing_model(settings.init_from)
     if settings.test_dir:
         labelled_items(settings.test_dir, warn_of_absent=False)  # a missing or empty test folder stops the run now
-    if settings.unlabelled_dir:
-        check_unlabelled(settings)
-
-
-def check_unlabelled(settings: TrainingSettings) -> None:
-    """--unlabelled needs a folder of labelled images, and readable images that are not the test's."""
-    if settings.strategy == "multiworker" or records.is_record_folder(settings.data_dir):
-        raise DatasetError("--unlabelled works with a folder of labelled images on one machine, not with"
-                           " TFRecord shards or --strategy multiworker")
-    if settings.test_dir and same_path(settings.unlabelled_dir, settings.test_dir):
-        raise DatasetError(f"--unlabelled {settings.unlabelled_dir} is also the --test-dir folder; give a folder of"
-                           " other images of the same captchas")
-    check_output_folder(labels_only_model(Path(settings.model)).parent, "the first run's model and plots",
-                        {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir,
-                         "--unlabelled": settings.unlabelled_dir})
-    paths = images_in(settings.unlabelled_dir, " for --unlabelled")
-    check_bad_files([error for error in map(header_error, paths) if error], len(paths), settings.unlabelled_dir)
-
-
-def header_error(path: Path) -> str | None:
-    """Why an image file's header cannot be read, or None when it can."""
-    try:
-        image_size(path)
-    except ImageReadError as error:
-        return str(error)
-    return None
 
 
 def print_charset_change(old: str, new: str) -> None:
@@ -608,15 +490,15 @@ def print_charset_change(old: str, new: str) -> None:
 
 
 def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy, chief: bool,
-                   items: list[tuple[Path, str]] | None, pseudo_labelled: Sequence[tuple[Path, str]] = ()
+                   items: list[tuple[Path, str]] | None, pseudo_labels: PseudoLabels | None = None
                    ) -> KerasReader | None:
     """Build or extend the model, fit it and (on the chief) save it with everything beside it.
 
-    `items` is the labelled folder as `list_data` listed it (None: shards); `pseudo_labelled`
+    `items` is the labelled folder as `list_data` listed it (None: shards); `pseudo_labels`'
     images join its training images (see folder_training_data).
     """
     keras.utils.set_random_seed(settings.seed)
-    model, data, start = model_and_data(settings, strategy, items, pseudo_labelled)
+    model, data, start = model_and_data(settings, strategy, items, pseudo_labels)
     work = run_folder(settings, run_key(data.fingerprint, settings, data.spec, start), chief)
     started = time.monotonic()
     history = fit(model, data.train_elements, data.n_train, data.val_images, encode_labels(data.val_labels, data.spec),
@@ -634,14 +516,14 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
 
 
 def model_and_data(settings: TrainingSettings, strategy: tf.distribute.Strategy, items: list[tuple[Path, str]] | None,
-                   pseudo_labelled: Sequence[tuple[Path, str]]) -> tuple[keras.Model, TrainingData, str | None]:
+                   pseudo_labels: PseudoLabels | None) -> tuple[keras.Model, TrainingData, str | None]:
     """The network to train (new, or extended from the starting model), its data, and the starting model's path."""
     found = data_spec(settings, items)
     start = starting_model(settings, found)
     base = load_keras_reader(start).model if start else None
     spec = spec_for_data(found, model_info(base).spec if base is not None else None, settings.capacity)
     data = (shard_training_data(settings, spec) if items is None
-            else folder_training_data(settings, spec, items, pseudo_labelled))
+            else folder_training_data(settings, spec, items, pseudo_labels))
     with strategy.scope():
         model = build_model(data.spec) if base is None else extend_model(base, data.spec)
     if base is not None:
