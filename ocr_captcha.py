@@ -53,7 +53,6 @@ from captcha_reader.settings import (
     MAX_IMG_HEIGHT,
     MAX_IMG_WIDTH,
     MAX_PSEUDO_LABELLED,
-    MAX_VAL_SPLIT,
     MIN_AUTO_EPOCHS,
     MIN_IMG_HEIGHT,
     MIN_TRAINING_IMAGES,
@@ -67,35 +66,6 @@ from captcha_reader.settings import (
 
 # The jobs besides training, one flag each (mutually exclusive); their dests on the parsed flags.
 MODES = ("label", "evaluate", "audit", "export_lite", "export_savedmodel")
-
-
-def int_at_least(low: int):
-    """argparse type: an integer of at least `low`."""
-
-    def parse(text: str) -> int:
-        """The integer in `text`, refused below `low`."""
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
-def fraction(text: str) -> float:
-    """argparse type: a number in [0, MAX_VAL_SPLIT]."""
-    value = float(text)
-    if not 0 <= value <= MAX_VAL_SPLIT:
-        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_VAL_SPLIT}, got {value}")
-    return value
-
-
-def positive_number(text: str) -> float:
-    """argparse type: a finite number above 0."""
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -120,7 +90,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--review", metavar="REPORT", action="append", default=[],
                         help="with --label: review the suspects of an --audit or the misreads of an --evaluate report")
     parser.add_argument("--report", metavar="FILE", help="JSON report of --evaluate or --audit (default: beside the model)")
-    parser.add_argument("--folds", type=int_at_least(2), default=5, help="models trained by --audit (default: %(default)s)")
+    parser.add_argument("--folds", type=int, default=5, help="models trained by --audit (default: %(default)s)")
     parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")
     parser.add_argument("--unlabelled", metavar="DIR",
                         help="unlabelled images of the same captchas: after a first run on the labels, the readings"
@@ -131,27 +101,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="fine-tune this saved model (base: the shipped base model; scratch: a new network)"
                              " (default: the base model when the labels use letters it knows and no other geometry"
                              " or capacity is asked for; else a new network)")
-    parser.add_argument("--epochs", type=int_at_least(1), default=None,
+    parser.add_argument("--epochs", type=int, default=None,
                         help=f"maximum number of epochs (default: as many as make training see {MIN_TRAINING_IMAGES:,} "
                              f"images, at least {MIN_AUTO_EPOCHS}, at most {MAX_AUTO_EPOCHS})")
-    parser.add_argument("--batch-size", type=int_at_least(1), default=None,
+    parser.add_argument("--batch-size", type=int, default=None,
                         help=f"images per training step and replica (default: {DEFAULT_BATCH_SIZE}, "
                              f"{SMALL_DATA_BATCH_SIZE} below {SMALL_DATA_BELOW:,} training images)")
-    parser.add_argument("--learning-rate", type=positive_number, default=DEFAULT_LEARNING_RATE,
+    parser.add_argument("--learning-rate", type=float, default=DEFAULT_LEARNING_RATE,
                         help="peak learning rate (cosine schedule) (default: %(default)s)")
-    parser.add_argument("--patience", type=int_at_least(1), default=None,
+    parser.add_argument("--patience", type=int, default=None,
                         help=f"epochs without a better val loss before stopping (default: {DEFAULT_PATIENCE}, "
                              "or half the epochs if more)")
-    parser.add_argument("--seed", type=int_at_least(0), default=DEFAULT_SEED,
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="seed for the split, shuffling and weights (default: %(default)s)")
-    parser.add_argument("--val-split", type=fraction, default=DEFAULT_VAL_SPLIT,
+    parser.add_argument("--val-split", type=float, default=DEFAULT_VAL_SPLIT,
                         help="fraction of images held out for validation (default: %(default)s)")
-    parser.add_argument("--img-height", type=int_at_least(MIN_IMG_HEIGHT), default=DEFAULT_IMG_HEIGHT,
+    parser.add_argument("--img-height", type=int, default=DEFAULT_IMG_HEIGHT,
                         help=f"model input height, {MIN_IMG_HEIGHT} to {MAX_IMG_HEIGHT} (default: %(default)s)")
-    parser.add_argument("--img-width", type=int_at_least(1), default=None,
+    parser.add_argument("--img-width", type=int, default=None,
                         help=f"model input width, at most {MAX_IMG_WIDTH} (default: from the median aspect ratio of"
                              " the data)")
-    parser.add_argument("--capacity", type=int_at_least(1), default=None,
+    parser.add_argument("--capacity", type=int, default=None,
                         help=f"convolution filters: 16, 32 and 64 times this (default: {DEFAULT_CAPACITY};"
                              " fine-tuning keeps the model's own)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -168,8 +138,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--int8 goes with --export-lite")
     if args.review and not args.label:
         parser.error("--review goes with --label DIR")
+    if args.folds < 2:
+        parser.error(f"--folds must be at least 2, got {args.folds}")
     if args.model is None and not args.label:
         args.model = DEFAULT_MODEL  # --label alone means "suggest with the base model, if any"
+    if mode_of(args) in ("train", "audit"):
+        try:
+            settings_from(args)  # the settings check their own values: one place, for the script and the API
+        except DatasetError as error:
+            parser.error(str(error))
     return args
 
 

@@ -83,7 +83,7 @@ class TrainingSettings:
         for name in ("epochs", "batch_size", "patience", "img_width", "capacity"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise DatasetError(f"{name} must be at least 1, got {value}")
+                raise DatasetError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise DatasetError(f"learning rate must be a positive number, got {self.learning_rate}")
         if self.seed < 0:
