@@ -1,6 +1,8 @@
 """captcha_reader.data: a labelled folder as arrays, its geometry and its seeded split."""
 
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,6 +49,18 @@ def test_a_file_name_with_an_empty_label_is_refused_before_training(tiny_data, t
         labelled_items(folder)
     (folder / "labels.csv").write_text("path,label\n_x.png,1234\n")  # labels.csv may name it instead
     assert ("1234" in {label for _, label in labelled_items(folder)})
+
+
+@pytest.mark.parametrize("name", ["0427 (1).png", "0427 copy.png", "download (3).png"])
+def test_a_file_name_with_a_space_is_refused_as_a_copys_name(name, tiny_data, tmp_path):
+    folder = tmp_path / "copies"
+    shutil.copytree(tiny_data, folder)
+    shutil.copy(sorted(folder.iterdir())[0], folder / name)
+    message = f"{name}: the file name gives the label '{Path(name).stem}', with a space"
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        labelled_items(folder)
+    (folder / "labels.csv").write_text(f"path,label\n{name},0427\n")  # labels.csv may give its text instead
+    assert (folder / name, "0427") in labelled_items(folder)
 
 
 def numbered_copies(tiny_data, folder, count):
