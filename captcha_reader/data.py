@@ -20,7 +20,6 @@ from captcha_reader.labels import (
     charset_from_labels,
     check_time_steps,
     encode_label,
-    label_from_filename,
     list_images,
     list_labelled_images,
     read_labels_csv,
@@ -61,7 +60,6 @@ def labelled_items(folder: str | Path, warn_of_absent: bool = True) -> list[tupl
         others = f" (and {len(unnamed) - 1} more)" if len(unnamed) > 1 else ""
         raise DatasetError(f"{printable(str(unnamed[0]))}{others}: the file name gives an empty label (the label is"
                            " the name before any '_'); rename it, or label it in labels.csv")
-    check_no_spaced_names(items)
     check_labels_vary(items, folder)
     if warn_of_absent:
         warn_of_absent_files(folder)
@@ -78,17 +76,6 @@ def warn_of_absent_files(folder: str | Path) -> None:
     if absent:
         print(f"warning: {printable(str(csv_path))} labels {counted(len(absent), 'file')} that"
               f" the folder does not hold (such as {printable(absent[0])}); those labels are not used", file=sys.stderr)
-
-
-def check_no_spaced_names(items: list[tuple[Path, str]]) -> None:
-    """Refuse labels with white space taken from file names: `0427 (1).png` names a copy, not the text `0427 (1)`."""
-    spaced = [(path, label) for path, label in items
-              if label == label_from_filename(path) and any(char.isspace() for char in label)]
-    if spaced:
-        (path, label), others = spaced[0], f" (and {len(spaced) - 1} more)" if len(spaced) > 1 else ""
-        raise DatasetError(f"{printable(str(path))}{others}: the file name gives the label {printable(label)!r}, with a"
-                           " space, as copies get (`0427 (1).png`, `0427 copy.png`); name each file by its text alone"
-                           " (`0427_1.png` for a second image of 0427), or label it in labels.csv")
 
 
 def check_labels_vary(items: list[tuple[Path, str]], folder: str | Path) -> None:

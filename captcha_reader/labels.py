@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Iterable, NamedTuple, Union
 
@@ -15,6 +16,8 @@ from captcha_reader.base import (
 from captcha_reader.images import IMAGE_EXTENSIONS
 
 LABELS_CSV = "labels.csv"
+# What browsers and file managers add to a copy's name: a space (`0427 copy.png`, `0427 (1).png`) or `(1)`.
+COPY_LABEL = re.compile(r"\s|\(\d+\)$")
 CSV_HEADER = ("path", "label", "note")
 
 
@@ -107,10 +110,23 @@ def list_labelled_images(folder: Union[str, Path]) -> list[tuple[Path, str]]:
     paths = [check_utf8_name(path) for path in list_images(folder)]
     csv_path = Path(folder) / LABELS_CSV
     if not csv_path.is_file():
+        check_not_copy_names(paths)
         return [(p, label_from_filename(p)) for p in paths]
     overrides = read_labels_csv(csv_path)
+    check_not_copy_names([p for p in paths if p.name not in overrides])
     labelled = ((p, overrides.get(p.name, label_from_filename(p))) for p in paths)
     return [(p, label) for p, label in labelled if label]
+
+
+def check_not_copy_names(paths: list[Path]) -> None:
+    """Refuse files whose name gives a copy's label (`0427 (1).png` names a copy, not the text `0427 (1)`)."""
+    copies = [path for path in paths if COPY_LABEL.search(label_from_filename(path))]
+    if copies:
+        others = f" (and {len(copies) - 1} more)" if len(copies) > 1 else ""
+        raise DatasetError(f"{printable(str(copies[0]))}{others}: the file name gives the label"
+                           f" {printable(label_from_filename(copies[0]))!r}, a copy's name (`0427 (1).png`, `0427"
+                           " copy.png`); name each file by its text alone (`0427_1.png` for a second image of 0427),"
+                           f" or give its label in {LABELS_CSV}")
 
 
 def answered_names(folder: Union[str, Path]) -> set[str]:

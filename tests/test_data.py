@@ -51,16 +51,19 @@ def test_a_file_name_with_an_empty_label_is_refused_before_training(tiny_data, t
     assert ("1234" in {label for _, label in labelled_items(folder)})
 
 
-@pytest.mark.parametrize("name", ["0427 (1).png", "0427 copy.png", "download (3).png"])
-def test_a_file_name_with_a_space_is_refused_as_a_copys_name(name, tiny_data, tmp_path):
+@pytest.mark.parametrize("name", ["0427 (1).png", "0427(2).png", "0427 copy.png", "download (3).png"])
+def test_a_copys_file_name_is_refused_unless_labels_csv_labels_it(name, tiny_data, tmp_path):
     folder = tmp_path / "copies"
     shutil.copytree(tiny_data, folder)
     shutil.copy(sorted(folder.iterdir())[0], folder / name)
-    message = f"{name}: the file name gives the label '{Path(name).stem}', with a space"
+    message = f"{name}: the file name gives the label '{Path(name).stem}', a copy's name"
     with pytest.raises(DatasetError, match=re.escape(message)):
         labelled_items(folder)
-    (folder / "labels.csv").write_text(f"path,label\n{name},0427\n")  # labels.csv may give its text instead
-    assert (folder / name, "0427") in labelled_items(folder)
+    (folder / "labels.csv").write_text("path,label\n1234.png,1234\n")  # labels.csv names other files only
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        labelled_items(folder)
+    (folder / "labels.csv").write_text(f"path,label\n{name},ab cd\n")  # labels.csv may give it any label
+    assert (folder / name, "ab cd") in labelled_items(folder)
 
 
 def numbered_copies(tiny_data, folder, count):
