@@ -20,7 +20,8 @@ or `0427_13.png` when labels repeat). Training goes in four steps, each in the p
    `predict_example.py` needs nothing else to read new captchas.
 
 This script is the command line around those steps: it turns flags into one
-TrainingSettings object and runs the mode they ask for.
+TrainingSettings object (checked as the flags are parsed) and runs the mode they ask for;
+`--unlabelled` hands its folder to captcha_reader/pseudo_labels.py beside the settings.
 """
 
 import argparse
@@ -29,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from captcha_reader.base import DatasetError, UserError, quiet_when_output_closes
+from captcha_reader.base import DatasetError, SettingError, UserError, quiet_when_output_closes
 from captcha_reader.files import (
     check_output_file,
     check_output_folder,
@@ -142,11 +143,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--folds must be at least 2, got {args.folds}")
     if args.model is None and not args.label:
         args.model = DEFAULT_MODEL  # --label alone means "suggest with the base model, if any"
-    if mode_of(args) in ("train", "audit"):
-        try:
-            settings_from(args)  # the settings check their own values: one place, for the script and the API
-        except DatasetError as error:
-            parser.error(str(error))
+    try:
+        args.settings = settings_from(args)  # in every mode: TrainingSettings checks the values, for all callers
+    except SettingError as error:
+        parser.error(f"--{error.name.replace('_', '-')}: {error.problem}")
+    except UserError as error:  # --init-from base with no base model installed
+        parser.error(str(error))
     return args
 
 
@@ -158,7 +160,7 @@ def mode_of(args: argparse.Namespace) -> str:
 def settings_from(args: argparse.Namespace) -> TrainingSettings:
     """The training settings the flags ask for."""
     return TrainingSettings(
-        data_dir=args.data_dir, model=args.model, init_from=named_model(args.init_from) if args.init_from else None,
+        data_dir=args.data_dir, model=args.model or DEFAULT_MODEL, init_from=named_model(args.init_from) if args.init_from else None,
         test_dir=args.test_dir,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience,
         seed=args.seed, val_split=args.val_split, img_height=args.img_height, img_width=args.img_width,
@@ -208,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.audit:
         from captcha_reader.audit import audit_folder
 
-        audit_folder(args.audit, settings_from(args), args.folds, report_path(args))
+        audit_folder(args.audit, args.settings, args.folds, report_path(args))
     elif args.export_lite:
         from captcha_reader.export import export_lite
         from captcha_reader.model import load_keras_reader
@@ -222,11 +224,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.unlabelled is not None:
         from captcha_reader.pseudo_labels import train_with_unlabelled  # imports TensorFlow, which takes seconds
 
-        train_with_unlabelled(settings_from(args), args.unlabelled)
+        train_with_unlabelled(args.settings, args.unlabelled)
     else:
         from captcha_reader.training import train
 
-        train(settings_from(args))
+        train(args.settings)
     return 0
 
 

@@ -34,6 +34,14 @@ class DatasetError(UserError):
     """A folder, label set or setting that cannot be used: the message says why."""
 
 
+class SettingError(DatasetError):
+    """A setting no run can use: `name` is the setting, `problem` what is wrong with its value."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name, self.problem = name, problem
+
+
 class ModelLoadError(UserError):
     """A model file that is missing, corrupt, or not one of ours."""
 

@@ -33,9 +33,9 @@ def train_with_unlabelled(settings: TrainingSettings, unlabelled_dir: str) -> Ke
     The unlabelled folder may be the labelled one: the images its labels.csv lists as waiting for a
     label are then the ones read.
     """
-    strategy = distributed.make_strategy(settings.strategy)  # before any other TensorFlow work
     check_run_paths(settings)
     check_unlabelled(settings, unlabelled_dir)
+    strategy = distributed.make_strategy(settings.strategy)  # before any other TensorFlow work
     model_path, first_path = Path(settings.model), labels_only_model(Path(settings.model))
     with locked_run(model_path):
         items = labelled_items(settings.data_dir)  # listed once: both runs validate on the same images
@@ -65,7 +65,10 @@ def train_with_unlabelled(settings: TrainingSettings, unlabelled_dir: str) -> Ke
 
 
 def check_unlabelled(settings: TrainingSettings, unlabelled_dir: str) -> None:
-    """Before any work: a folder of labelled images on one machine, and readable unlabelled images not the test's."""
+    """Before any work: a folder of labelled images on one machine, and readable unlabelled images not the test's.
+
+    training.check_run_paths checks the rest: the model's folder against --data-dir and --test-dir.
+    """
     if not unlabelled_dir:
         raise DatasetError("the unlabelled folder is an empty path; name a folder of images")
     if settings.strategy == "multiworker" or records.is_record_folder(settings.data_dir):
@@ -74,9 +77,9 @@ def check_unlabelled(settings: TrainingSettings, unlabelled_dir: str) -> None:
     if settings.test_dir and same_path(unlabelled_dir, settings.test_dir):
         raise DatasetError(f"--unlabelled {unlabelled_dir} is also the --test-dir folder; give a folder of"
                            " other images of the same captchas")
-    inputs = {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir, "--unlabelled": unlabelled_dir}
-    check_output_folder(Path(settings.model).parent, "the plots beside the model", inputs)
-    check_output_folder(labels_only_model(Path(settings.model)).parent, "the first run's model and plots", inputs)
+    check_output_folder(Path(settings.model).parent, "the plots beside the model", {"--unlabelled": unlabelled_dir})
+    check_output_folder(labels_only_model(Path(settings.model)).parent, "the first run's model and plots",
+                        {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir, "--unlabelled": unlabelled_dir})
     paths = images_in(unlabelled_dir, " for --unlabelled")
     check_bad_files([error for error in map(header_error, paths) if error], len(paths), unlabelled_dir)
 

@@ -8,7 +8,7 @@ import argparse
 import math
 from dataclasses import dataclass, fields
 
-from captcha_reader.base import DatasetError
+from captcha_reader.base import SettingError
 
 DEFAULT_DATA_DIR = "captcha_images"
 DEFAULT_MODEL = "model/ocr_captcha.keras"
@@ -83,19 +83,19 @@ class TrainingSettings:
         for name in ("epochs", "batch_size", "patience", "img_width", "capacity"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise DatasetError(f"{name.replace('_', ' ')} must be at least 1, got {value}")
+                raise SettingError(name, f"must be at least 1, got {value}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise DatasetError(f"learning rate must be a positive number, got {self.learning_rate}")
+            raise SettingError("learning_rate", f"must be a number above 0, got {self.learning_rate}")
         if self.seed < 0:
-            raise DatasetError(f"seed must be 0 or more, got {self.seed}")
+            raise SettingError("seed", f"must be at least 0, got {self.seed}")
         if not 0 <= self.val_split <= MAX_VAL_SPLIT:
-            raise DatasetError(f"validation split must be between 0 and {MAX_VAL_SPLIT}, got {self.val_split}")
+            raise SettingError("val_split", f"must be between 0 and {MAX_VAL_SPLIT}, got {self.val_split}")
         if not MIN_IMG_HEIGHT <= self.img_height <= MAX_IMG_HEIGHT:
-            raise DatasetError(f"image height must be {MIN_IMG_HEIGHT} to {MAX_IMG_HEIGHT}, got {self.img_height}")
+            raise SettingError("img_height", f"must be {MIN_IMG_HEIGHT} to {MAX_IMG_HEIGHT}, got {self.img_height}")
         if self.img_width is not None and self.img_width > MAX_IMG_WIDTH:
-            raise DatasetError(f"image width must be at most {MAX_IMG_WIDTH}, got {self.img_width}")
+            raise SettingError("img_width", f"must be at most {MAX_IMG_WIDTH}, got {self.img_width}")
         if self.strategy not in STRATEGIES:
-            raise DatasetError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+            raise SettingError("strategy", f"must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
 
     def run_fields(self) -> dict:
         """The settings that change what a run computes, for the key that lets it resume."""

@@ -156,7 +156,7 @@ def folder_training_data(settings: TrainingSettings, spec: ModelSpec, items: lis
     split = {"data_dir": str(settings.data_dir), "seed": settings.seed, "val_split": settings.val_split,
              "labels_digest": digest_of(fingerprint),
              "train": [data.paths[i].name for i in train_idx], "validation": [data.paths[i].name for i in val_idx]}
-    if pseudo_labels:
+    if pseudo_labels is not None:
         extra = load_images(pseudo_labels.readings, spec)  # read once already: only a file changed since fails
         if extra.bad_files:
             print(f"{len(extra.bad_files)} of the sure readings' images can no longer be read and are left out")
@@ -494,8 +494,8 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
                    ) -> KerasReader | None:
     """Build or extend the model, fit it and (on the chief) save it with everything beside it.
 
-    `items` is the labelled folder as `list_data` listed it (None: shards); `pseudo_labels`'
-    images join its training images (see folder_training_data).
+    `items` is the labelled folder as `list_data` listed it (None: shards); the images of
+    `pseudo_labels` join its training images (see folder_training_data).
     """
     keras.utils.set_random_seed(settings.seed)
     model, data, start = model_and_data(settings, strategy, items, pseudo_labels)

@@ -109,6 +109,11 @@ def test_a_missing_base_model_is_one_clear_line(monkeypatch, tmp_path, capsys):
         named_model("base")
     assert predict_example.main([TEST_PNG, "--model", "base"]) == 1
     assert "the base model is not installed" in one_error_line(capsys)
+    with pytest.raises(SystemExit) as stopped:
+        ocr_captcha.main(["--init-from", "base", "--model", str(tmp_path / "m.keras")])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: the base model is not installed" in err and "Traceback" not in err
 
 
 def test_train_base_model_tool_draws_trains_and_records(tmp_path):

@@ -86,15 +86,17 @@ def test_missing_data_dir_is_one_clear_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--seed", "-1"], "seed must be 0 or more, got -1"),
-    (["--img-height", "1"], "image height must be 8 to 256, got 1"),
-    (["--img-height", "5000"], "image height must be 8 to 256, got 5000"),
-    (["--img-width", "100000"], "image width must be at most 2048, got 100000"),
-    (["--epochs", "0"], "epochs must be at least 1, got 0"),
-    (["--val-split", "0.95"], "validation split must be between 0 and 0.9, got 0.95"),
+    (["--seed", "-1"], "--seed: must be at least 0, got -1"),
+    (["--img-height", "1"], "--img-height: must be 8 to 256, got 1"),
+    (["--img-height", "5000"], "--img-height: must be 8 to 256, got 5000"),
+    (["--img-width", "100000"], "--img-width: must be at most 2048, got 100000"),
+    (["--epochs", "0"], "--epochs: must be at least 1, got 0"),
+    (["--val-split", "0.95"], "--val-split: must be between 0 and 0.9, got 0.95"),
     (["--audit", "x", "--folds", "1"], "--folds must be at least 2"),
-    (["--audit", "x", "--batch-size", "0"], "batch size must be at least 1, got 0"),
-    (["--learning-rate", "nan"], "learning rate must be a positive number, got nan"),
+    (["--audit", "x", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["--evaluate", "x", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
+    (["--label", "x", "--seed", "-1"], "--seed: must be at least 0, got -1"),
+    (["--learning-rate", "nan"], "--learning-rate: must be a number above 0, got nan"),
 ])
 def test_bad_flag_values_are_refused_by_the_parser(flags, message, capsys):
     with pytest.raises(SystemExit) as stopped:

@@ -129,7 +129,7 @@ def test_no_augment_reaches_a_small_run(tiny_data, tmp_path, capsys):
     (7200, ["--augment"], (True, 32, 14, 10)),
 ])
 def test_training_plan_follows_the_data_size_unless_flags_say_otherwise(n_train, flags, expected, capsys):
-    plan = plan_training(ocr_captcha.settings_from(ocr_captcha.parse_args(flags)), n_train)
+    plan = plan_training(ocr_captcha.parse_args(flags).settings, n_train)
     assert (plan.augment, plan.batch_size, plan.epochs, plan.patience) == expected
 
 
