@@ -140,7 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.review and not args.label:
         parser.error("--review goes with --label DIR")
     if args.folds < 2:
-        parser.error(f"--folds must be at least 2, got {args.folds}")
+        parser.error(f"--folds: must be at least 2, got {args.folds}")
     if args.model is None and not args.label:
         args.model = DEFAULT_MODEL  # --label alone means "suggest with the base model, if any"
     try:

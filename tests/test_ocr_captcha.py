@@ -92,7 +92,7 @@ def test_missing_data_dir_is_one_clear_line(tmp_path, capsys):
     (["--img-width", "100000"], "--img-width: must be at most 2048, got 100000"),
     (["--epochs", "0"], "--epochs: must be at least 1, got 0"),
     (["--val-split", "0.95"], "--val-split: must be between 0 and 0.9, got 0.95"),
-    (["--audit", "x", "--folds", "1"], "--folds must be at least 2"),
+    (["--audit", "x", "--folds", "1"], "--folds: must be at least 2, got 1"),
     (["--audit", "x", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
     (["--evaluate", "x", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
     (["--label", "x", "--seed", "-1"], "--seed: must be at least 0, got -1"),
