@@ -17,7 +17,7 @@ from captcha_reader.images import IMAGE_EXTENSIONS
 
 LABELS_CSV = "labels.csv"
 # What browsers and file managers add to a copy's name: a space (`0427 copy.png`, `0427 (1).png`) or `(1)`.
-COPY_LABEL = re.compile(r"\s|\(\d+\)$")
+COPY_LABEL = re.compile(r" |\(\d+\)$")
 CSV_HEADER = ("path", "label", "note")
 
 
