@@ -6,7 +6,8 @@ A first run trains on the labels alone; its model reads the unlabelled images; a
 the same start, trains on the labels plus every reading the first model is sure of. Validation stays
 on the labelled images in both runs. From 300 labels of `hard2` and 10,000 unlabelled images, this
 read 95.3% of 1,000 fresh images instead of 90.7%; from 2,000 labels it gained nothing beyond one
-run's noise, nor did a second round (benchmarks/levers.md, "Unlabelled images").
+run's noise. A second round gained no more than that noise from either (benchmarks/levers.md,
+"Unlabelled images" and "A second round of pseudo-labels").
 """
 
 import hashlib
