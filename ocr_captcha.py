@@ -32,6 +32,7 @@ from typing import Sequence
 
 from captcha_reader.base import DatasetError, SettingError, UserError, quiet_when_output_closes
 from captcha_reader.files import (
+    beside_model,
     check_output_file,
     check_output_folder,
     check_writable,
@@ -90,7 +91,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=port_number, default=8765, help="port of the --label page (default: %(default)s)")
     parser.add_argument("--review", metavar="REPORT", action="append", default=[],
                         help="with --label: review the suspects of an --audit or the misreads of an --evaluate report")
-    parser.add_argument("--report", metavar="FILE", help="JSON report of --evaluate or --audit (default: beside the model)")
+    parser.add_argument("--report", metavar="FILE", help="JSON report of --evaluate or --audit (default: NAME.evaluation.json or NAME.audit.json"
+                             " beside the model NAME.keras)")
     parser.add_argument("--folds", type=int, default=5, help="models trained by --audit (default: %(default)s)")
     parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")
     parser.add_argument("--unlabelled", metavar="DIR",
@@ -189,8 +191,9 @@ def check_mode_paths(args: argparse.Namespace) -> None:
 
 def report_path(args: argparse.Namespace) -> Path:
     """Where --evaluate or --audit writes its JSON report."""
-    default = "evaluation.json" if args.evaluate else "audit.json"
-    return Path(args.report or Path(args.model).with_name(default))
+    if args.report:
+        return Path(args.report)
+    return beside_model(Path(args.model), "evaluation.json" if args.evaluate else "audit.json")
 
 
 def run(args: argparse.Namespace) -> int:

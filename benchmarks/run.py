@@ -259,7 +259,7 @@ def audit_benchmark(source: Path, work: Path, fraction: float, seed: int, extra:
     subprocess.run([sys.executable, str(ROOT / "ocr_captcha.py"), "--audit", str(folder), "--model",
                     str(work / "audit" / "model.keras"), "--verbose", "2", *extra], check=True,
                    stdout=open(work / "audit.log", "w"), stderr=subprocess.STDOUT)
-    ranking = json.loads((work / "audit" / "audit.json").read_text())
+    ranking = json.loads((work / "audit" / "model.audit.json").read_text())
     top = ranking[: max(1, round(0.02 * len(ranking)))]
     caught = sum(Path(row["path"]).name in flagged_names for row in top)
     return {"files": len(items), "corrupted": len(corrupted), "top_2pct": len(top),

@@ -25,11 +25,12 @@ def test_evaluate_reports_misreads_and_foreign_characters(trained_model, tiny_da
     assert "12x4" in out and "'x'" in out and f"{len(report['misreads'])} misreads in 64 images" in out
 
 
-def test_evaluate_default_report_beside_model(trained_model, tiny_data, tmp_path):
-    model = tmp_path / "copy.keras"
-    shutil.copy(trained_model, model)
-    assert ocr_captcha.main(["--evaluate", str(tiny_data), "--model", str(model)]) == 0
-    assert json.loads((tmp_path / "evaluation.json").read_text())["n"] == 64
+def test_evaluate_default_report_is_named_after_the_model(trained_model, tiny_data, tmp_path):
+    for name in ("copy", "other"):
+        shutil.copy(trained_model, tmp_path / f"{name}.keras")
+        assert ocr_captcha.main(["--evaluate", str(tiny_data), "--model", str(tmp_path / f"{name}.keras")]) == 0
+    assert sorted(path.name for path in tmp_path.glob("*.json")) == ["copy.evaluation.json", "other.evaluation.json"]
+    assert json.loads((tmp_path / "copy.evaluation.json").read_text())["n"] == 64
 
 
 def test_evaluate_refuses_a_folder_without_one_readable_image(trained_model, tmp_path, capsys):
