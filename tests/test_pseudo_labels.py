@@ -46,6 +46,7 @@ def test_unlabelled_images_join_the_second_run_and_nothing_is_lost(trained_model
     first_readings = [r.text for r in open_reader(trained_model).read(pool)]
     split = json.loads((tmp_path / "out" / "m.split.json").read_text())
     assert split["pseudo_labelled"]["files"] == {path.name: text for path, text in zip(pool, first_readings)}
+    assert (split["pseudo_labelled"]["folder"], split["pseudo_labelled"]["min_confidence"]) == (str(tmp_path / "pool"), 0.0)
     first_split = json.loads(beside_model(trained_model, "split.json").read_text())
     assert split["validation"] == first_split["validation"], "validation stays on the same labelled images"
 
