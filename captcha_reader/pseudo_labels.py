@@ -79,8 +79,8 @@ def check_unlabelled(settings: TrainingSettings, unlabelled_dir: str) -> None:
         raise DatasetError(f"--unlabelled {unlabelled_dir} is also the --test-dir folder; give a folder of"
                            " other images of the same captchas")
     check_output_folder(Path(settings.model).parent, "the plots beside the model", {"--unlabelled": unlabelled_dir})
-    check_output_folder(labels_only_model(Path(settings.model)).parent, "the first run's model and plots",
-                        {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir, "--unlabelled": unlabelled_dir})
+    inputs = {"--data-dir": settings.data_dir, "--test-dir": settings.test_dir, "--unlabelled": unlabelled_dir}
+    check_output_folder(labels_only_model(Path(settings.model)).parent, "the first run's model and plots", inputs)
     paths = images_in(unlabelled_dir, " for --unlabelled")
     check_bad_files([error for error in map(header_error, paths) if error], len(paths), unlabelled_dir)
 
@@ -126,7 +126,8 @@ def unlabelled_images(folder: str, items: list[tuple[Path, str]]) -> list[Path]:
 def sure_readings(reader: KerasReader, paths: list[Path]) -> list[tuple[Path, str]]:
     """The images the reader reads with at least PSEUDO_LABEL_CONFIDENCE, with those readings."""
     chunk = 4096  # images decoded at a time while reading
-    readings = [reading for start in range(0, len(paths), chunk) for reading in reader.read_each(paths[start:start + chunk])]
+    readings = [reading for start in range(0, len(paths), chunk)
+                for reading in reader.read_each(paths[start:start + chunk])]
     sure = [(path, reading.text) for path, reading in zip(paths, readings)
             if isinstance(reading, Reading) and reading.confidence >= PSEUDO_LABEL_CONFIDENCE]
     print(f"read {len(paths)} unlabelled images: {len(sure)} read with confidence at least {PSEUDO_LABEL_CONFIDENCE}")

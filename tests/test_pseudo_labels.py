@@ -23,7 +23,8 @@ def unlabelled_pool(folder: Path, count: int) -> list[Path]:
 
 def test_unlabelled_images_join_the_second_run_and_nothing_is_lost(trained_model, tiny_data, tmp_path, monkeypatch,
                                                                   capsys):
-    monkeypatch.setattr(pseudo_labels, "PSEUDO_LABEL_CONFIDENCE", 0.0)  # every reading is sure: the plumbing, not the bar
+    # Every reading is sure: the plumbing is tested, not the bar.
+    monkeypatch.setattr(pseudo_labels, "PSEUDO_LABEL_CONFIDENCE", 0.0)
     real_run = training.train_and_save
 
     def first_run_is_the_fixture(settings, strategy, chief, items, pseudo_labels=None):
@@ -46,7 +47,8 @@ def test_unlabelled_images_join_the_second_run_and_nothing_is_lost(trained_model
     first_readings = [r.text for r in open_reader(trained_model).read(pool)]
     split = json.loads((tmp_path / "out" / "m.split.json").read_text())
     assert split["pseudo_labelled"]["files"] == {path.name: text for path, text in zip(pool, first_readings)}
-    assert (split["pseudo_labelled"]["folder"], split["pseudo_labelled"]["min_confidence"]) == (str(tmp_path / "pool"), 0.0)
+    record = split["pseudo_labelled"]
+    assert (record["folder"], record["min_confidence"]) == (str(tmp_path / "pool"), 0.0)
     first_split = json.loads(beside_model(trained_model, "split.json").read_text())
     assert split["validation"] == first_split["validation"], "validation stays on the same labelled images"
 
