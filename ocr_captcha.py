@@ -145,6 +145,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--folds: must be at least 2, got {args.folds}")
     if args.model is None and not args.label:
         args.model = DEFAULT_MODEL  # --label alone means "suggest with the base model, if any"
+    if args.model is not None and not Path(args.model).name:
+        parser.error(f"--model: {args.model!r} names no file; give a path such as model/mine.keras")
     try:
         args.settings = settings_from(args)  # in every mode: TrainingSettings checks the values, for all callers
     except SettingError as error:

@@ -47,6 +47,7 @@ from captcha_reader.reading import BaseReader
 from captcha_reader.settings import epochs_to_see
 
 WORK_DIR = ".labelling"  # inside the labelled folder: the page's model and reports
+PAGE_MODEL = "model.keras"  # the page's own model in WORK_DIR; its reports are named after it
 NOTE_UNREADABLE = "unreadable"
 NOTE_REVIEWED = "reviewed"
 NOTES = ("", NOTE_UNREADABLE, NOTE_REVIEWED)
@@ -255,7 +256,8 @@ def read_review_report(report: str | Path, store: LabelStore) -> list[ReviewItem
 def open_reviews(store: LabelStore, reports: Sequence[str | Path]) -> list[ReviewItem]:
     """Review items still to decide from `reports`, or from the folder's own .labelling/ reports."""
     work = store.folder / WORK_DIR
-    sources = list(reports) or [p for p in (work / "audit.json", work / "evaluation.json") if p.is_file()]
+    own = [beside_model(work / PAGE_MODEL, name) for name in ("audit.json", "evaluation.json")]
+    sources = list(reports) or [path for path in own if path.is_file()]
     items, seen = [], set()
     for report in sources:
         for item in read_review_report(report, store):

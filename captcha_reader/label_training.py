@@ -5,8 +5,8 @@
 
 `train` trains MODEL (an ordinary .keras file) on DIR's labelled images, writes MODEL with the
 suffix .onnx beside it (the page reads suggestions with it, without TensorFlow), and
-evaluates the new model on the labelled images: its misreads there (evaluation.json
-beside MODEL) are the labels the page asks to review. Progress is Keras' `--verbose 2` output.
+evaluates the new model on the labelled images: its misreads there (NAME.evaluation.json
+beside MODEL, NAME.keras) are the labels the page asks to review. Progress is Keras' `--verbose 2` output.
 """
 
 import argparse
@@ -17,6 +17,7 @@ from typing import Sequence
 from captcha_reader.base import UserError
 from captcha_reader.evaluation import evaluate_folder
 from captcha_reader.export import export_lite
+from captcha_reader.files import beside_model
 from captcha_reader.lite import load_lite_reader
 from captcha_reader.model import load_keras_reader
 from captcha_reader.settings import TrainingSettings
@@ -30,7 +31,7 @@ def run(folder: Path, model: Path, init_from: Path | None, epochs: int | None) -
     reader = train(settings)
     onnx_path = model.with_suffix(".onnx")
     export_lite(reader, onnx_path)
-    evaluate_folder(load_lite_reader(onnx_path), folder, model.with_name("evaluation.json"))
+    evaluate_folder(load_lite_reader(onnx_path), folder, beside_model(model, "evaluation.json"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

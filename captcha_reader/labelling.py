@@ -25,6 +25,7 @@ from captcha_reader.base import ModelSpec, UserError, counted
 from captcha_reader.decoding import Reading, TextFormat
 from captcha_reader.label_loop import (
     ORDERS,
+    PAGE_MODEL,
     WORK_DIR,
     BadAnswer,
     LabelStore,
@@ -184,7 +185,7 @@ class LabellingSession:
         # Reviewing a folder named by its labels must keep those labels: only labelling marks new files as waiting.
         self.newly_waiting = 0 if self.reviews_from else self.store.open_for_labelling()
         self.work = self.store.folder / WORK_DIR
-        self.own_model = self.work / "model.keras"
+        self.own_model = self.work / PAGE_MODEL
         self.suggester = Suggester(self.store, self.work)
         self.trainer = Trainer()
         start = given or (self.own_model if self.own_model.is_file() else find_base_model())

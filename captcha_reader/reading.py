@@ -89,6 +89,8 @@ def named_model(name: str) -> str:
 def existing_model(path: Union[str, Path]) -> Path:
     """`path` as a Path, or a ModelLoadError that says how to make the model."""
     path = Path(path)
+    if not path.name:  # "", "." or "/": a folder at best
+        raise ModelLoadError(f"{str(path)!r}: not a model file; give a path such as model/mine.keras")
     trained = path.with_suffix(".keras")
     if not path.exists() and path.suffix == ".onnx" and trained.is_file():
         raise ModelLoadError(f"{path}: no such model; export it from {trained} with"

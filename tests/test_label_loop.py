@@ -11,6 +11,7 @@ from captcha_reader.base import DatasetError, ModelSpec
 from captcha_reader.decoding import Reading, TextFormat
 from captcha_reader.label_loop import (
     FORMAT_MIN_LABELS,
+    WORK_DIR,
     BadAnswer,
     LabelStore,
     TrainingProgress,
@@ -119,6 +120,21 @@ def test_labels_format_takes_their_lengths_and_kinds_of_character():
     assert labels_format(["@#!$"] * FORMAT_MIN_LABELS, spec) is None, "no character of the model is of that kind"
     assert labels_format(["a" * 41] * FORMAT_MIN_LABELS, spec) is None, "longer than 40 time steps can hold"
     assert labels_format(["abcde"] * FORMAT_MIN_LABELS + ["a" * 45], spec).lengths == (5, 40)
+
+
+def test_without_reports_named_the_page_reviews_its_own_models_reports(tmp_path):
+    folder = image_folder(tmp_path, ["1111.png", "2222.png"])
+    store = LabelStore(folder)
+    work = folder / WORK_DIR
+    work.mkdir()
+    assert open_reviews(store, []) == []
+    # What `label_training` and `--audit DIR --model DIR/.labelling/model.keras` write beside the page's model.
+    (work / "model.evaluation.json").write_text(json.dumps({"misreads": [
+        {"path": str(folder / "2222.png"), "truth": "2222", "pred": "222", "confidence": 0.4}]}))
+    (work / "model.audit.json").write_text(json.dumps([
+        {"path": str(folder / "1111.png"), "label": "1111", "pred": "1117", "p_label": 0.01}]))
+    assert [(i.name, i.source) for i in open_reviews(store, [])] == [
+        ("1111.png", "model.audit.json"), ("2222.png", "model.evaluation.json")]
 
 
 def test_reviews_from_audit_and_evaluation_reports(tmp_path):

@@ -97,6 +97,8 @@ def test_missing_data_dir_is_one_clear_line(tmp_path, capsys):
     (["--evaluate", "x", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
     (["--label", "x", "--seed", "-1"], "--seed: must be at least 0, got -1"),
     (["--learning-rate", "nan"], "--learning-rate: must be a number above 0, got nan"),
+    (["--evaluate", "x", "--model", "."], "--model: '.' names no file"),
+    (["--export-lite", "x.onnx", "--model", ""], "--model: '' names no file"),
 ])
 def test_bad_flag_values_are_refused_by_the_parser(flags, message, capsys):
     with pytest.raises(SystemExit) as stopped:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -131,6 +132,12 @@ def test_not_a_model_file_is_a_clear_error(tmp_path, tiny_data, capsys):
     assert predict_example.main([str(sorted(tiny_data.iterdir())[0]), "--model", str(fake)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {fake}: not a usable ocr_captcha model") and "\n" not in err
+
+
+@pytest.mark.parametrize("model", [".", "", "/"])
+def test_a_model_path_that_names_no_file_is_one_line(model, tiny_data, capsys):
+    assert predict_example.main([str(sorted(tiny_data.iterdir())[0]), "--model", model]) == 1
+    assert one_error_line(capsys).startswith(f"error: {str(Path(model))!r}: not a model file")
 
 
 def test_train_then_predict_as_a_new_user(tiny_data, tmp_path):
