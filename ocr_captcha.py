@@ -164,8 +164,8 @@ def mode_of(args: argparse.Namespace) -> str:
 def settings_from(args: argparse.Namespace) -> TrainingSettings:
     """The training settings the flags ask for."""
     return TrainingSettings(
-        data_dir=args.data_dir, model=args.model or DEFAULT_MODEL, init_from=named_model(args.init_from) if args.init_from else None,
-        test_dir=args.test_dir,
+        data_dir=args.data_dir, model=args.model or DEFAULT_MODEL,
+        init_from=named_model(args.init_from) if args.init_from else None, test_dir=args.test_dir,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, patience=args.patience,
         seed=args.seed, val_split=args.val_split, img_height=args.img_height, img_width=args.img_width,
         capacity=args.capacity,
