@@ -62,6 +62,7 @@ from captcha_reader.settings import (
     SMALL_DATA_BATCH_SIZE,
     SMALL_DATA_BELOW,
     STRATEGIES,
+    OneLineParser,
     TrainingSettings,
     port_number,
 )
@@ -72,7 +73,7 @@ MODES = ("label", "evaluate", "audit", "export_lite", "export_savedmodel")
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description="Train a CNN + BiLSTM + CTC captcha reader on a folder of images named by their labels.",
     )
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder of labelled images (default: %(default)s)")
@@ -176,6 +177,9 @@ def settings_from(args: argparse.Namespace) -> TrainingSettings:
 def check_mode_paths(args: argparse.Namespace) -> None:
     """Before any work: no output of a mode may overwrite the model or an input, or land among the images it reads."""
     model = Path(args.model)
+    if args.audit and not args.report and (model.is_dir() or model.suffix != ".keras"):
+        raise DatasetError(f"--model {model}: the audit names its report after a model file (NAME.keras gives"
+                           " NAME.audit.json); give a path ending in .keras, or --report FILE")
     if args.evaluate or args.audit:
         report = report_path(args)
         folder = args.evaluate or args.audit

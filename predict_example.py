@@ -40,14 +40,14 @@ from captcha_reader.decoding import requested_format
 from captcha_reader.labels import images_in
 from captcha_reader.readers import RUNTIMES, open_reader
 from captcha_reader.reading import BaseReader, Reading, named_model
-from captcha_reader.settings import DEFAULT_MODEL
+from captcha_reader.settings import DEFAULT_MODEL, OneLineParser
 
 DEFAULT_IMAGE = "test.png"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(description="Read captcha images with a trained ocr_captcha model.")
+    parser = OneLineParser(description="Read captcha images with a trained ocr_captcha model.")
     parser.add_argument("inputs", nargs="*", default=[DEFAULT_IMAGE],
                         help=f"image files or folders of images (default: {DEFAULT_IMAGE})")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model file, or base for the shipped base model (default: {DEFAULT_MODEL})")

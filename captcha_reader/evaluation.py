@@ -9,7 +9,7 @@ Works with any reader (Keras or ONNX): it needs no TensorFlow of its own.
 from pathlib import Path
 
 from captcha_reader.base import printable
-from captcha_reader.data import check_some_readable, labelled_items, load_images
+from captcha_reader.data import check_bad_files, labelled_items, load_images
 from captcha_reader.decoding import score
 from captcha_reader.files import check_writable, write_json
 from captcha_reader.labels import chars_outside
@@ -25,7 +25,7 @@ def evaluate_folder(reader: BaseReader, folder: str | Path, report_path: Path) -
     check_writable(report_path.parent, "the report")
     items = labelled_items(folder)
     data = load_images(items, reader.spec)
-    check_some_readable(data.bad_files, len(items), folder)  # a score of nothing would be NaN
+    check_bad_files(data.bad_files, len(items), folder)  # as training does: a few are skipped, many stop it
     readings = reader.read_arrays(data.images)
     charset = reader.spec.charset
     misreads = []

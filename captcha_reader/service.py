@@ -50,7 +50,7 @@ from captcha_reader.decoding import TextFormat, decode, requested_format, resolv
 from captcha_reader.images import describe, read_image
 from captcha_reader.readers import open_reader
 from captcha_reader.reading import BaseReader, Reading, named_model
-from captcha_reader.settings import port_number
+from captcha_reader.settings import OneLineParser, port_number
 
 DEFAULT_SERVICE_MODEL = "model/ocr_captcha.onnx"
 DEFAULT_HOST = "127.0.0.1"
@@ -502,7 +502,7 @@ def create_app(reader: BaseReader | None, settings: ServiceSettings = ServiceSet
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the service's command line."""
-    parser = argparse.ArgumentParser(description="Serve a captcha model over HTTP (POST /read, GET /model, GET /health,"
+    parser = OneLineParser(description="Serve a captcha model over HTTP (POST /read, GET /model, GET /health,"
                                                  " demo page at /, docs at /docs).")
     parser.add_argument("--model", default=DEFAULT_SERVICE_MODEL,
                         help="an .onnx export (onnxruntime, no TensorFlow), a .keras model, or base for the"

@@ -7,6 +7,7 @@ the data, into the `TrainingPlan` that runs (batch size, epochs, patience, augme
 import argparse
 import math
 from dataclasses import dataclass, fields
+from typing import NoReturn
 
 from captcha_reader.base import SettingError
 
@@ -134,6 +135,14 @@ def plan_training(settings: TrainingSettings, n_train: int) -> TrainingPlan:
         patience=settings.patience or max(DEFAULT_PATIENCE, epochs // 2),
         augment=small if settings.augment is None else settings.augment,
     )
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line, as every user error is (`--help` still shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `prog: error: message` on stderr and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def port_number(text: str) -> int:

@@ -3,6 +3,9 @@
 import json
 import shutil
 
+import pytest
+from helpers import one_error_line
+
 import ocr_captcha
 from captcha_reader.evaluation import CONFIDENCE_BARS, by_confidence
 
@@ -43,6 +46,22 @@ def test_evaluate_refuses_a_folder_without_one_readable_image(trained_model, tmp
     assert status != 0 and not report_path.exists()
     err = capsys.readouterr().err
     assert "no readable images among 2 files" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("broken, stops", [(1, False), (8, True)])
+def test_evaluate_skips_a_few_unreadable_files_and_stops_at_many(broken, stops, trained_model, tiny_data, tmp_path,
+                                                                 capsys):
+    folder = tmp_path / "test"
+    shutil.copytree(tiny_data, folder)
+    for i in range(broken):
+        (folder / f"{i:04d}_broken.png").write_bytes(b"not a png")
+    status = ocr_captcha.main(["--evaluate", str(folder), "--model", str(trained_model), "--report",
+                               str(tmp_path / "r.json")])
+    if stops:  # 8 of 72 files: over the 10% that training stops at too
+        assert status == 1 and "8 of 72 files are unreadable" in one_error_line(capsys)
+        assert not (tmp_path / "r.json").exists()
+    else:
+        assert status == 0 and json.loads((tmp_path / "r.json").read_text())["n"] == 64
 
 
 def test_evaluate_prints_a_file_name_with_a_newline_on_one_line(trained_model, tiny_data, tmp_path, capsys):

@@ -124,6 +124,15 @@ def test_tf_config_that_is_not_json_is_one_line(tiny_data, tmp_path, capsys, mon
     assert "TF_CONFIG is not valid JSON" in one_error_line(capsys)
 
 
+@pytest.mark.parametrize("model", ["folder", "folder.keras", "m.h5"])
+def test_an_audit_refuses_a_model_path_it_cannot_name_its_report_after(model, tiny_data, tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder.keras").mkdir()
+    assert ocr_captcha.main(["--audit", str(tiny_data), "--model", str(tmp_path / model)]) == 1
+    assert "the audit names its report after a model file" in one_error_line(capsys)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["folder", "folder.keras"], "nothing written"
+
+
 @pytest.mark.parametrize("name, message", [("m.h5", "must end in .keras"), ("folder.keras", "is a folder")])
 def test_model_path_that_cannot_be_saved_fails_before_training(name, message, tiny_data, tmp_path, capsys):
     (tmp_path / "folder.keras").mkdir()
