@@ -236,6 +236,21 @@ def refuse_the_first_answer(page) -> str:
     return refused
 
 
+def test_what_is_typed_while_the_queue_reloads_stays(photos, browser):
+    with opened_page(photos, browser) as page:
+        name = page.text_content("#name")
+        held = []
+        # A slow server: the reload's request waits until the test lets it through.
+        page.route("**/api/queue?*", lambda route: held.append(route))
+        page.keyboard.press("Alt+KeyO")  # another order: the queue reloads
+        page.wait_for_timeout(200)
+        assert len(held) == 1, "the reload asked for the queue"
+        page.keyboard.type("56")
+        held[0].continue_()
+        page.wait_for_timeout(500)  # the reply is in and handled
+        assert (page.text_content("#name"), page.input_value("#answer")) == (name, "56")
+
+
 def test_a_refused_answer_shows_the_servers_reason_and_its_image_comes_again(photos, browser):
     with opened_page(photos, browser) as page:
         refused = refuse_the_first_answer(page)

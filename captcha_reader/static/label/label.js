@@ -221,8 +221,7 @@ async function setOrder(order) {
   state.order = order;
   localStorage.setItem("label-order", order);
   $("order").value = order;
-  await loadLabelQueue();
-  show();
+  await loadLabelQueue();  // the image on screen stays, and so does what is typed for it
 }
 
 function cycleOrder() {
