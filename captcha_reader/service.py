@@ -339,8 +339,6 @@ def result_of(item: np.ndarray | str, readings: dict[int, Reading], index: int) 
             "char_confidences": [round(float(c), 6) for c in reading.char_confidences]}
 
 
-
-
 class ReadQuery(BaseModel):
     """The text format a /read request asks for; a misspelt parameter is refused, not ignored."""
 
@@ -503,7 +501,7 @@ def create_app(reader: BaseReader | None, settings: ServiceSettings = ServiceSet
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the service's command line."""
     parser = OneLineParser(description="Serve a captcha model over HTTP (POST /read, GET /model, GET /health,"
-                                                 " demo page at /, docs at /docs).")
+                                       " demo page at /, docs at /docs).")
     parser.add_argument("--model", default=DEFAULT_SERVICE_MODEL,
                         help="an .onnx export (onnxruntime, no TensorFlow), a .keras model, or base for the"
                              " shipped base model (default: %(default)s)")
