@@ -7,15 +7,13 @@
 --batch-size is per replica; the global batch is that times the number of replicas.
 Keras 3's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so
 multi-worker training runs its own loop with `strategy.run`: the same model, loss,
-optimizer, schedule, metrics and early stopping as fit(). Only the chief writes files.
+optimizer, schedule and metrics, and fit()'s callbacks. Only the chief writes files.
 """
 
-import csv
 import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from captcha_reader.base import DatasetError
 from captcha_reader.metrics import CharacterErrorRate, SequenceAccuracy
@@ -63,9 +61,9 @@ def distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
 
 
 def fit_multiworker(strategy: tf.distribute.Strategy, model: keras.Model, train_ds: tf.data.Dataset,
-                    val_ds: tf.data.Dataset | None, epochs: int, patience: int, global_batch: int, verbose: int,
-                    log_path: Path | None) -> dict:
-    """fit() for MultiWorkerMirroredStrategy: train, validate, log, stop early; returns the history."""
+                    val_ds: tf.data.Dataset | None, epochs: int, global_batch: int, verbose: int,
+                    callbacks: list[keras.callbacks.Callback]) -> dict:
+    """fit() for MultiWorkerMirroredStrategy: train and validate each epoch for fit()'s callbacks; returns the history."""
     per_example_loss = keras.losses.CTC(reduction=None)
     with strategy.scope():
         tracked = {"seq_acc": SequenceAccuracy(), "cer": CharacterErrorRate()}
@@ -101,41 +99,25 @@ def fit_multiworker(strategy: tf.distribute.Strategy, model: keras.Model, train_
 
     train_dist = distribute(strategy, train_ds)
     val_dist = distribute(strategy, val_ds) if val_ds is not None else None
-    history: dict[str, list] = {}
-    best, best_weights, waited = float("inf"), None, 0
+    history = keras.callbacks.History()
+    epoch_ends = keras.callbacks.CallbackList([*callbacks, history], model=model, epochs=epochs)
+    model.stop_training = False
+    epoch_ends.on_train_begin()
     for epoch in range(epochs):
         started = time.monotonic()
+        epoch_ends.on_epoch_begin(epoch)
         logs = run_epoch(train_dist, training=True)
         if val_dist is not None:
             logs.update({f"val_{k}": v for k, v in run_epoch(val_dist, training=False).items()})
-        for key, value in logs.items():
-            history.setdefault(key, []).append(value)
         if verbose:
             shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
             print(f"Epoch {epoch + 1}/{epochs} - {time.monotonic() - started:.0f}s - {shown}", flush=True)
-        if log_path is not None:
-            write_log_row(log_path, epoch, logs)
-        monitored = logs.get("val_loss", logs["loss"])
-        if monitored < best:
-            best, best_weights, waited = monitored, model.get_weights(), 0
-        else:
-            waited += 1
-            if waited >= patience:
-                print(f"Epoch {epoch + 1}: early stopping", file=sys.stderr)
-                break
-    if best_weights is not None:
-        model.set_weights(best_weights)
-    return history
-
-
-def write_log_row(path: Path, epoch: int, logs: dict) -> None:
-    """Append one epoch to the CSV log, writing the header first."""
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.writer(handle)
-        if new:
-            writer.writerow(["epoch", *logs])
-        writer.writerow([epoch, *logs.values()])
+        epoch_ends.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            print(f"Epoch {epoch + 1}: early stopping", file=sys.stderr)
+            break
+    epoch_ends.on_train_end()
+    return history.history
 
 
 def task_description(strategy: tf.distribute.Strategy) -> str:

@@ -362,17 +362,18 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
     with strategy.scope():
         compile_model(model, settings.learning_rate, plan.epochs * steps_per_epoch, steps_per_epoch,
                       average_weights=not multiworker)
-    if multiworker:
-        log = work / "training_log.csv" if distributed.is_chief(strategy) else None
-        return distributed.fit_multiworker(strategy, model, train_ds, val_ds, plan.epochs, plan.patience,
-                                           global_batch, settings.verbose, log)
     monitor = "val_loss" if val_ds is not None else "loss"
+    both_loops = [keras.callbacks.EarlyStopping(monitor=monitor, patience=plan.patience, restore_best_weights=True)]
+    if distributed.is_chief(strategy):
+        both_loops.append(keras.callbacks.CSVLogger(str(work / "training_log.csv"), append=True))
+    if multiworker:
+        return distributed.fit_multiworker(strategy, model, train_ds, val_ds, plan.epochs, global_batch,
+                                           settings.verbose, both_loops)
     callbacks = [
         ResumableBackup(str(work / "backup"), double_checkpoint=True),  # the raw weights
         # From here on each epoch's end sees the averaged weights: early stopping keeps the best of those.
         keras.callbacks.SwapEMAWeights(swap_on_epoch=True),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=plan.patience, restore_best_weights=True),
-        keras.callbacks.CSVLogger(str(work / "training_log.csv"), append=True),
+        *both_loops,
         keras.callbacks.TerminateOnNaN(),
         *extra_callbacks,
     ]
