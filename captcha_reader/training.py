@@ -69,7 +69,8 @@ from captcha_reader.verdict import judge_validation
 layers = keras.layers
 # What a run writes beside the model, each named after it (`ocr_captcha.split.json`), and `<name>.prev.keras`,
 # the model it replaces.
-RUN_OUTPUTS = ("split.json", "training_log.csv", "bad_files.txt", "test_report.json", "learning_curve.png",
+SPLIT_RECORD, TRAINING_LOG = "split.json", "training_log.csv"
+RUN_OUTPUTS = (SPLIT_RECORD, TRAINING_LOG, "bad_files.txt", "test_report.json", "learning_curve.png",
                "model_structure.png", "sample_predictions.png")
 # Shuffle all training images up to this many (a buffer of images in memory); a larger set, or a
 # stream of shards, is shuffled within a window of this size.
@@ -182,7 +183,7 @@ def digest_of(lines: list[str]) -> str:
 
 def trained_on(model_path: Path, items: list[tuple[Path, str]]) -> bool:
     """True when the model exists and its NAME.split.json says it was trained on exactly these labelled images."""
-    split_path = beside_model(model_path, "split.json")
+    split_path = beside_model(model_path, SPLIT_RECORD)
     if not (model_path.is_file() and split_path.is_file()):
         return False
     try:
@@ -365,7 +366,7 @@ def fit(model: keras.Model, train_elements: tf.data.Dataset, n_train: int, val_i
     monitor = "val_loss" if val_ds is not None else "loss"
     both_loops = [keras.callbacks.EarlyStopping(monitor=monitor, patience=plan.patience, restore_best_weights=True)]
     if distributed.is_chief(strategy):
-        both_loops.append(keras.callbacks.CSVLogger(str(work / "training_log.csv"), append=True))
+        both_loops.append(keras.callbacks.CSVLogger(str(work / TRAINING_LOG), append=True))
     if multiworker:
         return distributed.fit_multiworker(strategy, model, train_ds, val_ds, plan.epochs, global_batch,
                                            settings.verbose, both_loops)
@@ -579,9 +580,9 @@ def save_run(reader: KerasReader, data: TrainingData, history: dict, val_reading
     """Save the model, its training log, split and plots beside it, and drop the run's scratch folder."""
     model_path = Path(settings.model)
     save_model(reader.model, model_path)
-    shutil.move(str(work / "training_log.csv"), beside_model(model_path, "training_log.csv"))
+    shutil.move(str(work / TRAINING_LOG), beside_model(model_path, TRAINING_LOG))
     shutil.rmtree(scratch_dir(model_path), ignore_errors=True)
-    write_json(beside_model(model_path, "split.json"), {**data.split, "init_from": start})
+    write_json(beside_model(model_path, SPLIT_RECORD), {**data.split, "init_from": start})
     from captcha_reader import plots  # matplotlib is only needed once training is done
 
     plots.save_training_plots(model_path, history, reader.model, data.val_images, data.val_labels, val_readings)
