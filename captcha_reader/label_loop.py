@@ -34,13 +34,14 @@ from captcha_reader.base import (
     UserError,
 )
 from captcha_reader.decoding import Reading, TextFormat, resolve_format
-from captcha_reader.files import append_durably, beside_model
+from captcha_reader.files import append_durably, beside_model, write_atomically
 from captcha_reader.labels import (
     CSV_HEADER,
     LABELS_CSV,
     LabelRow,
     images_in,
     label_from_filename,
+    list_images,
     read_label_rows,
 )
 from captcha_reader.reading import BaseReader
@@ -120,6 +121,13 @@ class LabelStore:
             self._append([(name, "", "") for name in new], header)
         return len(new)
 
+    def take_new_images(self) -> int:
+        """List the folder again: images added since it was opened wait for a label; returns how many."""
+        names = [p.name for p in list_images(self.folder)]
+        with self._lock:
+            self.names, self._known = names, set(names)
+        return self.open_for_labelling()
+
     def answer(self, name: str, label: str, note: str = "") -> LabelRow:
         """Record an answer: a label, "" to wait again (undo), or the note `unreadable` with no label."""
         if not self.is_image(name):
@@ -127,6 +135,8 @@ class LabelStore:
         if note not in NOTES:
             raise BadAnswer(f"note must be one of {NOTES}, got {note!r}")
         label = "" if note == NOTE_UNREADABLE else clean_label(label)
+        if note == NOTE_REVIEWED and not label:
+            raise BadAnswer("a reviewed image keeps a label: give one, or mark it unreadable")
         self._append([(name, label, note)])
         return self.rows[name]
 
@@ -250,7 +260,9 @@ def read_review_report(report: str | Path, store: LabelStore) -> list[ReviewItem
                  for path, label, pred, score in entries if Path(path).name in known]
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise DatasetError(f"{report}: an entry is not one of an audit or evaluation report ({error!r})") from None
-    return sorted(items, key=lambda item: item.score) if isinstance(data, list) else items
+    # An audit's score is the label's probability, an evaluation's the reading's confidence: a sure misread doubts most.
+    sign = 1 if isinstance(data, list) else -1
+    return sorted(items, key=lambda item: sign * item.score)
 
 
 def open_reviews(store: LabelStore, reports: Sequence[str | Path]) -> list[ReviewItem]:
@@ -285,7 +297,7 @@ class TrainingProgress(NamedTuple):
 
 
 EPOCH_LINE = re.compile(r"^Epoch (\d+)/(\d+)")
-VAL_ACC = re.compile(r"val_seq_acc: ([0-9.]+)")
+VAL_ACC = re.compile(r"val_seq_acc: ([0-9.]+(?:e[-+]?[0-9]+)?)")  # Keras prints 0.0005 as 5.0000e-04
 SMALL_VALIDATION = re.compile(r"^warning: (\d+ validation images cannot tell .*?);")
 
 
@@ -316,7 +328,7 @@ def fine_tuning_start(model: Path, init_from: Path) -> Path:
     if init_from.resolve() != model.resolve() or not model.is_file():
         return init_from
     start = beside_model(model, "start.keras")
-    shutil.copy2(model, start)
+    write_atomically(start, lambda tmp: shutil.copy2(model, tmp))
     return start
 
 

@@ -5,8 +5,8 @@
 `make_router(session)` is a FastAPI router that serves the page, its assets and its API under
 /label; `create_app` adds it to the reading service's app (one application: /read, /docs and
 /health as in `service`, reading with --model when one is given). TensorFlow-free: suggestions are read in
-a worker thread (through ONNX when there is an export; a Keras model imports TensorFlow there,
-once), and training runs in a subprocess (`captcha_reader.label_training`). Every answer is
+a worker thread through ONNX (a Keras model's export, made once by a subprocess), and training
+runs in a subprocess (`captcha_reader.label_training`). Every answer is
 in labels.csv (see `label_loop`) before the server says it is saved.
 """
 
@@ -14,14 +14,15 @@ import collections
 import subprocess
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+import uvicorn
 from fastapi import APIRouter, FastAPI, HTTPException
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from captcha_reader import service
-from captcha_reader.base import ModelSpec, UserError, counted
+from captcha_reader.base import ModelSpec, UserError, counted, first_line
 from captcha_reader.decoding import Reading, TextFormat
 from captcha_reader.label_loop import (
     ORDERS,
@@ -42,13 +43,13 @@ from captcha_reader.label_loop import (
     update_progress,
 )
 from captcha_reader.readers import open_reader
-from captcha_reader.service import ServiceSettings
 from captcha_reader.reading import BASE_MODEL, BaseReader, existing_model
+from captcha_reader.service import ServiceSettings
 
 PREFIX = "/label"
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "label"
 ASSETS = ("label.html", "label.css", "label.js")
-LOG_LINES = 40
+LOG_LINES = 8  # the run's last lines, for the page
 
 
 def find_base_model() -> Path | None:
@@ -108,10 +109,10 @@ class Suggester:
                     self.suggestions.update(batch)
                     self.done += len(batch)
                     self.generation += 1
-        except OSError as error:  # a file removed while reading
+        except Exception as error:  # the thread's end: the runtime failing is shown on the page, not lost in a log
             with self._lock:
                 if self._token is token:
-                    self.status = f"stopped reading: {error}"
+                    self.status = f"stopped reading: {first_line(error)}"
             return
         with self._lock:
             if self._token is token:
@@ -142,14 +143,17 @@ class Trainer:
         self.runs = 0
         self._lock = threading.Lock()
 
-    def start(self, command: list[str], on_success) -> None:
-        """Start `command`; `on_success()` runs when it exits with status 0."""
+    def start(self, command: Callable[[], list[str]], on_success: Callable[[], None]) -> None:
+        """Start the command that `command()` makes once no run is going; `on_success()` runs when it exits with 0.
+
+        The command is made only then: making it may write the run's start model, which a run going reads.
+        """
         with self._lock:  # two clicks at once start one run
             if self.state == "running":
                 raise TrainingBusy("a training run is already going")
             self.progress, self.state = TrainingProgress(), "running"
             self.log.clear()
-            self.process = subprocess.Popen(command, cwd=package_root(), stdout=subprocess.PIPE,
+            self.process = subprocess.Popen(command(), cwd=package_root(), stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, text=True, bufsize=1)
         threading.Thread(target=self._follow, args=(self.process, on_success), daemon=True).start()
 
@@ -171,7 +175,7 @@ class Trainer:
 
     def info(self) -> dict:
         """State, epoch and validation accuracy for the page."""
-        return {"state": self.state, **self.progress._asdict(), "runs": self.runs, "log": list(self.log)[-8:]}
+        return {"state": self.state, **self.progress._asdict(), "runs": self.runs, "log": list(self.log)}
 
 
 class LabellingSession:
@@ -193,14 +197,21 @@ class LabellingSession:
         if start is not None:
             self.suggester.start(start)
 
+    def take_new_images(self) -> None:
+        """Images added to the folder since it was opened wait for a label (in review, file names are the labels)."""
+        if not self.reviews_from:
+            self.store.take_new_images()
+
     def train(self) -> None:
         """Train the folder's model on its labelled images (fine-tuning the current model), then re-suggest."""
+        self.take_new_images()  # training lists the folder itself: a new image must not train under its file name
         labelled = len(self.store.labelled())
         if labelled < 2:
             raise BadAnswer("label a few images first")
         self.work.mkdir(exist_ok=True)
         init_from = self.model if self.model is not None and self.model.suffix == ".keras" else None
-        self.trainer.start(training_command(self.store.folder, self.own_model, init_from, labelled), self._trained)
+        self.trainer.start(lambda: training_command(self.store.folder, self.own_model, init_from, labelled),
+                           self._trained)
 
     def _trained(self) -> None:
         """Switch to the new model and read the waiting images with it."""
@@ -208,7 +219,8 @@ class LabellingSession:
         self.suggester.start(self.own_model)
 
     def queue(self, order: str) -> list[dict]:
-        """The waiting images in `order`, with their suggestions."""
+        """The waiting images in `order`, with their suggestions; images added to the folder meanwhile join them."""
+        self.take_new_images()
         suggestions = dict(self.suggester.suggestions)
         return [{"name": name, "suggestion": suggestions[name].text if name in suggestions else "",
                  "confidence": suggestions[name].confidence if name in suggestions else None,
@@ -219,10 +231,17 @@ class LabellingSession:
         """Review items still to decide."""
         return open_reviews(self.store, self.reviews_from)
 
+    def review_count(self) -> int | None:
+        """How many review items are still to decide; None when a report cannot be read (the review queue says why)."""
+        try:
+            return len(self.reviews())
+        except UserError:
+            return None
+
     def state(self) -> dict:
         """Everything the page shows besides the queue."""
         return {"folder": str(self.store.folder), "counts": self.store.counts(), "suggestions": self.suggester.info(),
-                "training": self.trainer.info(), "orders": ORDERS, "review_count": len(self.reviews()),
+                "training": self.trainer.info(), "orders": ORDERS, "review_count": self.review_count(),
                 "model_file": str(self.own_model) if self.own_model.is_file() else None}
 
 
@@ -265,10 +284,11 @@ def make_router(session: LabellingSession) -> APIRouter:
     @router.get("/api/queue")
     def queue(order: str = "uncertain") -> dict:
         """The images waiting for a label, in the order asked for, with their suggestions."""
-        if order not in ORDERS:
-            raise HTTPException(400, f"order must be one of {', '.join(ORDERS)}")
-        return {"items": session.queue(order), "generation": session.suggester.generation,
-                "counts": session.store.counts()}
+        try:
+            items = session.queue(order)
+        except UserError as error:  # an unknown order, or the folder gone
+            raise HTTPException(400, str(error)) from None
+        return {"items": items, "generation": session.suggester.generation, "counts": session.store.counts()}
 
     @router.get("/api/reviews")
     def reviews() -> dict:
@@ -315,8 +335,6 @@ def labelling_page(session: LabellingSession) -> service.Page:
 
 def serve(folder: str | Path, model: str | Path | None, port: int, reviews: Sequence[str | Path] = ()) -> None:
     """Open the folder and serve the page on 127.0.0.1 until Ctrl-C."""
-    import uvicorn
-
     service.check_port_free("127.0.0.1", port)
     session = LabellingSession(folder, model, reviews)
     # The model named on the command line also answers /read, through the suggestions' ONNX export: no TensorFlow here.

@@ -64,6 +64,7 @@ def test_answers_undo_and_unreadable_survive_a_reopen(tmp_path):
 
 @pytest.mark.parametrize("name, label, note", [
     ("nope.png", "1", ""), ("../a.png", "1", ""), ("a.png", "1\n2", ""), ("a.png", "1", "maybe"), ("a.png", "x" * 65, ""),
+    ("a.png", " ", "reviewed"),
 ])
 def test_bad_answers_are_refused_and_not_written(tmp_path, name, label, note):
     folder = image_folder(tmp_path, ["a.png"])
@@ -90,6 +91,17 @@ def test_two_stores_on_one_folder_write_whole_rows(tmp_path):
     assert sorted(rows) == names
     assert all(row.label[1:] == name[:3] for name, row in rows.items())
     assert len((folder / "labels.csv").read_text().splitlines()) == 1 + 100 + 200
+
+
+def test_images_added_after_opening_wait_for_a_label(tmp_path):
+    folder = image_folder(tmp_path, ["a.png"])
+    store = LabelStore(folder)
+    store.open_for_labelling()
+    (folder / "0427.png").write_bytes(b"")  # saved into the folder while the page runs
+    assert store.take_new_images() == 1
+    assert store.waiting() == ["0427.png", "a.png"] and store.is_image("0427.png")
+    assert list_labelled_images(folder) == []  # not trained under its file name
+    assert store.take_new_images() == 0
 
 
 def test_review_mode_keeps_names_as_labels(tmp_path):
@@ -159,6 +171,15 @@ def test_reviews_from_audit_and_evaluation_reports(tmp_path):
     assert [i.name for i in open_reviews(store, [audit, evaluation])] == ["4444.png"]
 
 
+def test_an_evaluations_surest_misreads_are_reviewed_first(tmp_path):
+    folder = image_folder(tmp_path, ["1111.png", "2222.png", "3333.png"])
+    evaluation = tmp_path / "evaluation.json"
+    evaluation.write_text(json.dumps({"misreads": [
+        {"path": str(folder / name), "truth": name[:4], "pred": "0000", "confidence": confidence}
+        for name, confidence in [("1111.png", 0.3), ("2222.png", 0.9), ("3333.png", 0.6)]]}))
+    assert [i.name for i in open_reviews(LabelStore(folder), [evaluation])] == ["2222.png", "3333.png", "1111.png"]
+
+
 @pytest.mark.parametrize("report", [{"misreads": [1]}, {"misreads": [{"path": "1111.png"}]}, [{"pred": "1", "label": "2"}]])
 def test_a_malformed_review_report_is_a_one_line_error(tmp_path, report):
     folder = image_folder(tmp_path, ["1111.png"])
@@ -182,6 +203,7 @@ def test_training_progress_from_keras_lines():
                  " - val_loss: 8.0 - val_seq_acc: 0.2500", "noise"]:
         progress = update_progress(progress, line)
     assert progress == TrainingProgress(3, 40, 0.25)
+    assert update_progress(progress, "6/6 - 1s - val_seq_acc: 5.0000e-04").val_seq_acc == 0.0005  # Keras' way
 
 def test_training_progress_carries_the_verdicts_small_validation_warning():
     """The page shows the warning training prints: parsed from the line verdict.py writes, not a copy of it."""

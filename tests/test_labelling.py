@@ -304,15 +304,53 @@ def test_review_queue_from_an_audit_report(photos, tmp_path):
     assert read_label_rows(photos / "labels.csv")[names[3]] == LabelRow("0008", "reviewed")
 
 
+def test_a_file_saved_into_the_folder_meanwhile_waits_and_is_never_trained_by_its_name(photos, monkeypatch):
+    session = LabellingSession(photos)
+    client = TestClient(create_app(session))
+    names = sorted(p.name for p in photos.glob("*.png"))
+    for name in names[:2]:
+        client.post("/label/api/answer", json={"name": name, "label": "1234"})
+    (photos / "0427.png").write_bytes((photos / names[0]).read_bytes())
+    commands = []
+    monkeypatch.setattr(session.trainer, "start", lambda command, on_success: commands.append(command()))
+    assert client.post("/label/api/train").status_code == 200
+    assert read_label_rows(photos / "labels.csv")["0427.png"] == LabelRow("")  # waiting, before training listed it
+    assert commands and "0427.png" in [item["name"] for item in client.get("/label/api/queue").json()["items"]]
+
+
+def test_a_refused_second_training_click_leaves_the_running_runs_start_alone(photos):
+    session = LabellingSession(photos)
+    for name in sorted(p.name for p in photos.glob("*.png"))[:2]:
+        session.store.answer(name, "1234")
+    session.work.mkdir(exist_ok=True)
+    session.own_model.write_bytes(b"the model the run going fine-tunes")
+    session.model = session.own_model
+    session.trainer.state = "running"
+    with pytest.raises(labelling.TrainingBusy):
+        session.train()
+    assert not (session.work / "model.start.keras").exists()
+
+
+def test_the_page_state_answers_when_a_review_report_goes_missing(photos, tmp_path):
+    audit = tmp_path / "audit.json"
+    audit.write_text("[]")
+    client = TestClient(create_app(LabellingSession(photos, reviews=[audit])))
+    assert client.get("/label/api/state").json()["review_count"] == 0
+    audit.unlink()
+    assert client.get("/label/api/state").json()["review_count"] is None
+    reply = client.get("/label/api/reviews")
+    assert reply.status_code == 400 and "audit.json" in reply.json()["error"]
+
+
 def test_trainer_follows_progress_and_reports_success():
     script = "print('Epoch 1/2'); print('3/3 - 1s - val_seq_acc: 0.5000'); print('Epoch 2/2')"
     finished = threading.Event()
     trainer = Trainer()
-    trainer.start([sys.executable, "-c", script], finished.set)
+    trainer.start(lambda: [sys.executable, "-c", script], finished.set)
     assert finished.wait(30)
     assert trainer.info()["state"] == "done"
     assert trainer.progress == TrainingProgress(2, 2, 0.5)
-    trainer.start([sys.executable, "-c", "raise SystemExit(3)"], finished.clear)
+    trainer.start(lambda: [sys.executable, "-c", "raise SystemExit(3)"], finished.clear)
     deadline = time.monotonic() + 30
     while trainer.state == "running" and time.monotonic() < deadline:
         time.sleep(0.05)

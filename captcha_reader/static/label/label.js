@@ -254,7 +254,7 @@ async function poll() {
     ? `suggestions: ${s.model.split("/").pop()}${s.format ? `, as your labels: ${s.format}` : ""} — ${s.status}`
       + (s.status === "reading" ? ` ${s.done}/${s.total}` : "")
     : "no model yet: type the labels, then train (Alt+T)";
-  $("review-count").textContent = `(${info.review_count})`;
+  $("review-count").textContent = `(${info.review_count ?? "?"})`;  // null: a report is unreadable; the queue says why
   const t = info.training;
   $("training").hidden = t.state === "idle";
   const fraction = t.epochs ? t.epoch / t.epochs : 0;
