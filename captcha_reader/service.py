@@ -9,8 +9,8 @@ Readings have the model's own format (its charset and training label lengths) un
 another, as predict_example.py's flags do: `/read?length=4-6&charset=0123456789`, or `/read?greedy=true`.
 `GET /model` is what the model knows, `GET /health` is for probes, `/` is a demo page, `/docs` the OpenAPI docs.
 
-Requests that arrive within `max_wait_ms` of each other are read as one batch (`Batcher`): the
-network runs in its own thread, once per batch, and each request's images are decoded in its own
+Requests that arrive together are read as one batch (`Batcher`: a batch waits up to `max_wait_ms` for
+images still being decoded): the network runs in its own thread, once per batch, and each request's images are decoded in its own
 format; uploads are decoded in a small pool, so the event loop keeps accepting.
 Every limit is a field of `ServiceSettings`; `create_app(reader, settings)` builds the app, to
 which later pages add their own routes and files in `captcha_reader/static/`.
@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from captcha_reader.base import DatasetError, ImageReadError, TextFormatError, UserError
+from captcha_reader.base import ImageReadError, SettingError, TextFormatError, UserError
 from captcha_reader.decoding import TextFormat, decode, requested_format, resolve_format
 from captcha_reader.images import describe, read_image
 from captcha_reader.readers import open_reader
@@ -73,7 +73,7 @@ class ServiceSettings:
     max_images: int = setting(64, "most images in one request")
     max_pixels: int = setting(2048 * 2048, "largest image (width x height as declared), refused before decoding")
     max_batch: int = setting(64, "most images the network reads at once")
-    max_wait_ms: float = setting(5.0, "how long the first queued image waits for others to join its batch")
+    max_wait_ms: float = setting(5.0, "how long a batch waits for images of requests still being decoded")
     max_queue: int = setting(1024, "images accepted and not yet answered; beyond it requests get 503")
     decode_threads: int = setting(2, "threads that decode and resize uploads")
     retry_after_s: int = setting(1, "the Retry-After header of a 503, in seconds")
@@ -84,9 +84,12 @@ class ServiceSettings:
         for name in (item.name for item in fields(self) if item.name != "token"):
             value = getattr(self, name)
             if value < 0 or (value == 0 and name != "max_wait_ms"):
-                raise DatasetError(f"{name} must be positive, got {value}")
+                raise SettingError(name, f"must be positive, got {value}")
+        if self.max_queue < self.max_images:  # else a request of max_images images is refused 503 forever
+            raise SettingError("max_queue", f"must hold one request's images (max_images {self.max_images}),"
+                                            f" got {self.max_queue}")
         if self.token == "":
-            raise DatasetError("the token must not be empty")
+            raise SettingError("token", "must not be empty")
 
 
 class QueueFull(Exception):
@@ -358,8 +361,10 @@ READ_BODY = {"requestBody": {"required": True, "content": {
 READ_ANSWERS = {
     200: {"description": '{"results": [{"text", "confidence", "char_confidences"} or {"error"}, ...]}, one per'
                          ' image, in order'},
+    400: {"description": "a body that is not valid JSON or multipart, or more multipart files than max_images"
+                         " (Starlette's parser refuses them while reading)"},
     401: {"description": "the service has a token and the request did not carry it"},
-    413: {"description": "body or image count over the limit"},
+    413: {"description": "body over the limit, or more JSON images than max_images"},
     415: {"description": "neither multipart/form-data nor JSON"},
     422: {"description": "malformed request, a text format the model cannot read, or no image in it could be read"
                          " (results say why)"},
@@ -514,7 +519,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.add_argument(f"--{item.name.replace('_', '-')}", type=type(item.default), default=item.default,
                                 help=f"{item.metadata['help']} (default: {item.default})")
     parser.add_argument("--access-log", action="store_true", help="log every request")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.settings = settings_from(args)
+    except SettingError as error:
+        parser.error(f"--{error.name.replace('_', '-')}: {error.problem}")
+    return args
 
 
 def settings_from(args: argparse.Namespace) -> ServiceSettings:
@@ -536,8 +546,8 @@ def check_port_free(host: str, port: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Open the model and serve it until SIGINT or SIGTERM (requests in flight are finished first)."""
     args = parse_args(argv)
+    settings = args.settings
     try:
-        settings = settings_from(args)
         check_port_free(args.host, args.port)
         reader = open_reader(named_model(args.model))
     except UserError as error:

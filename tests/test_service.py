@@ -20,7 +20,7 @@ from helpers import bomb_png, free_port
 
 import predict_example
 from captcha_reader import service
-from captcha_reader.base import DatasetError
+from captcha_reader.base import SettingError
 from captcha_reader.decoding import TextFormat
 from captcha_reader.lite import load_lite_reader
 from captcha_reader.reading import BASE_CHARSET, BaseReader
@@ -144,10 +144,22 @@ def test_limits_on_body_images_and_pixels(onnx_reader, images):
 
 
 def test_settings_refuse_unusable_limits():
-    with pytest.raises(DatasetError, match="max_batch must be positive"):
+    with pytest.raises(SettingError, match="max_batch: must be positive"):
         ServiceSettings(max_batch=0)
-    with pytest.raises(DatasetError, match="token"):
+    with pytest.raises(SettingError, match="token"):
         ServiceSettings(token="")
+    with pytest.raises(SettingError, match=r"max_queue: must hold one request's images \(max_images 64\), got 8"):
+        ServiceSettings(max_queue=8)  # a request of 9 to 64 images would be refused 503 for ever
+
+
+@pytest.mark.parametrize("flags, message", [(["--max-batch", "0"], "--max-batch: must be positive, got 0"),
+                                            (["--max-images", "9", "--max-queue", "8"], "--max-queue: must hold"),
+                                            (["--token", ""], "--token: must not be empty")])
+def test_a_limit_no_service_can_run_with_is_a_one_line_flag_error(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        service.parse_args(flags)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.splitlines()) == 1
 
 
 def test_token_guards_read_and_model_not_health(onnx_reader, images):
@@ -238,7 +250,7 @@ def test_a_text_format_the_model_cannot_read_is_refused_before_reading(onnx_read
 
 def test_full_queue_answers_503_with_retry_after(onnx_reader, images):
     gated = GatedReader(onnx_reader)
-    with TestClient(create_app(gated, ServiceSettings(max_queue=2))) as client, ThreadPoolExecutor(1) as pool:
+    with TestClient(create_app(gated, ServiceSettings(max_queue=2, max_images=2))) as client, ThreadPoolExecutor(1) as pool:
         first = pool.submit(client.post, "/read", files=files_of(images[:2]))
         assert gated.entered.wait(60)
         refused = client.post("/read", files=files_of(images[:1]))
