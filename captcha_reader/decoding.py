@@ -82,17 +82,15 @@ def resolve_format(spec: ModelSpec, text_format: TextFormat | None) -> TextForma
     return TextFormat("".join(dict.fromkeys(charset)), (low, min(high, spec.time_steps)))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, computed stably."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Log of the softmax over the last axis, finite for finite logits."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, computed stably."""
+    return np.exp(log_softmax(logits))
 
 
 def greedy_paths(probabilities: np.ndarray) -> np.ndarray:
@@ -208,14 +206,22 @@ def format_decode(logits: np.ndarray, charset: str, text_format: TextFormat) -> 
     return readings_from_paths(np.exp(log_probs), paths, charset)
 
 
+def decoding_format(spec: ModelSpec, text_format: TextFormat | None, greedy: bool) -> TextFormat | None:
+    """The complete format to decode in (the model's own by default), None for greedy; a TextFormatError if unusable."""
+    if not greedy:
+        return resolve_format(spec, text_format)
+    if text_format is not None:
+        raise TextFormatError("greedy decoding reads any length and character; it takes no text format")
+    return None
+
+
 def decode(logits: np.ndarray, spec: ModelSpec, text_format: TextFormat | None = None,
            greedy: bool = False) -> list[Reading]:
     """Readings of (batch, time, classes) logits: format-aware (the model's own format by default) or greedy."""
-    if greedy:
-        if text_format is not None:
-            raise TextFormatError("greedy decoding reads any length and character; it takes no text format")
+    text_format = decoding_format(spec, text_format, greedy)
+    if text_format is None:
         return greedy_decode(softmax(logits), spec.charset)
-    return format_decode(logits, spec.charset, resolve_format(spec, text_format))
+    return format_decode(logits, spec.charset, text_format)
 
 
 def character_errors(truth: str, prediction: str) -> int:

@@ -7,7 +7,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from captcha_reader.base import ImageReadError, ModelLoadError, ModelSpec
-from captcha_reader.decoding import Reading, TextFormat, decode, resolve_format
+from captcha_reader.decoding import Reading, TextFormat, decode, decoding_format
 from captcha_reader.images import ImageSource, image_sources, read_image, stack_images
 
 # The shipped base model, which `--init-from base` and `--model base` name (tools/train_base_model.py makes it).
@@ -43,8 +43,7 @@ class BaseReader:
         Readings have the model's own text format (its charset, the label lengths seen in
         training) unless `text_format` says otherwise; `greedy` reads any length instead.
         """
-        if not greedy:
-            text_format = resolve_format(self.spec, text_format)  # a bad format fails before the network runs
+        text_format = decoding_format(self.spec, text_format, greedy)  # a bad format fails before the network runs
         readings: list[Reading] = []
         for i in range(0, len(batch), batch_size):
             readings.extend(decode(self.logits(batch[i:i + batch_size]), self.spec, text_format, greedy))

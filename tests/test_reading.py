@@ -1,10 +1,12 @@
 """captcha_reader.reading: readers read the readable images in one batch and report the others in place."""
 
 import numpy as np
+import pytest
 from helpers import png_bytes
 from PIL import Image
 
-from captcha_reader.base import ImageReadError, ModelSpec
+from captcha_reader.base import ImageReadError, ModelSpec, TextFormatError
+from captcha_reader.decoding import TextFormat
 from captcha_reader.reading import BaseReader
 
 
@@ -36,4 +38,12 @@ def test_read_each_runs_the_network_once_and_keeps_errors_in_place():
 def test_read_each_of_nothing_readable_runs_no_network():
     reader = CountingReader()
     assert all(isinstance(r, ImageReadError) for r in reader.read_each([b"x", b"y"]))
+    assert reader.batches == []
+
+
+@pytest.mark.parametrize("text_format, greedy", [(TextFormat("7", (1, 1)), True), (TextFormat("9", None), False)])
+def test_a_format_that_cannot_be_decoded_fails_before_the_network_runs(text_format, greedy):
+    reader = CountingReader()
+    with pytest.raises(TextFormatError):
+        reader.read_arrays(np.zeros((3, 16, 16, 1), np.float32), text_format=text_format, greedy=greedy)
     assert reader.batches == []
