@@ -102,8 +102,7 @@ def print_results(paths: list[str], results: list[Reading | ImageReadError], man
             if as_json:
                 print(json.dumps({"path": path, "error": str(result)}))
         elif as_json:
-            print(json.dumps({"path": path, "text": result.text, "confidence": round(result.confidence, 6),
-                              "char_confidences": [round(c, 6) for c in result.char_confidences]}))
+            print(json.dumps({"path": path, **result.as_json()}))
         elif many:
             print(f"{printable(path)}\t{printable(result.text)}")
         else:

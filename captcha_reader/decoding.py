@@ -27,6 +27,11 @@ class Reading(NamedTuple):
     confidence: float  # probability of the decoded CTC path, in [0, 1]
     char_confidences: tuple[float, ...] = ()  # per character: its best step's probability in its run
 
+    def as_json(self) -> dict:
+        """The reading as `--json` and the service give it: text, confidence and per-character confidences."""
+        return {"text": self.text, "confidence": round(float(self.confidence), 6),
+                "char_confidences": [round(float(c), 6) for c in self.char_confidences]}
+
 
 @dataclass(frozen=True)
 class TextFormat:

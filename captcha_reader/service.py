@@ -337,9 +337,7 @@ def result_of(item: np.ndarray | str, readings: dict[int, Reading], index: int) 
     """The answer for one image: its reading, or its error."""
     if isinstance(item, str):
         return {"error": item}
-    reading = readings[index]
-    return {"text": reading.text, "confidence": round(float(reading.confidence), 6),
-            "char_confidences": [round(float(c), 6) for c in reading.char_confidences]}
+    return readings[index].as_json()
 
 
 class ReadQuery(BaseModel):
