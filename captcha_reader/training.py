@@ -310,24 +310,45 @@ def compile_model(model: keras.Model, learning_rate: float, total_steps: int, st
 
 
 class ResumableBackup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that starts over, with a warning, when a kill left no readable backup.
+    """BackupAndRestore that survives a kill while it saves: the previous backup, else a fresh start with a warning.
 
-    With double_checkpoint=True Keras falls back to the previous backup when the latest is
-    corrupt, but a kill during the very first save leaves no previous one to fall back to.
+    With double_checkpoint=True Keras falls back to the previous backup only when the latest cannot
+    be opened (OSError). A kill can also leave a file cut short that opens and lacks weights
+    (ValueError), and a kill during the very first save leaves no previous backup at all.
     """
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        """Restore the last finished epoch, or start from scratch if the backup is unreadable."""
+        """Restore the last finished epoch, else the one before it, else start from scratch."""
         initial_weights = self.model.get_weights()
         try:
             super().on_train_begin(logs)
-        except OSError:
-            print(f"warning: the backup in {self.backup_dir} is unreadable (killed while saving?); "
-                  "starting over", file=sys.stderr)
-            shutil.rmtree(self.backup_dir, ignore_errors=True)
-            self.model.set_weights(initial_weights)
-            for variable in self.model.optimizer.variables:
-                variable.assign(keras.ops.zeros_like(variable))
+        except (OSError, ValueError):
+            if not self.restored_previous():
+                self.start_over(initial_weights)
+
+    def restored_previous(self) -> bool:
+        """Put the previous backup in place of the unreadable latest one and load it; False if that fails too."""
+        if not Path(self._prev_weights_path).is_file():
+            return False
+        shutil.copyfile(self._prev_weights_path, self._weights_path)
+        if Path(self._prev_training_metadata_path).is_file():
+            shutil.copyfile(self._prev_training_metadata_path, self._training_metadata_path)
+        try:
+            self._load_model()
+        except (OSError, ValueError):
+            return False
+        print(f"warning: the last backup in {self.backup_dir} was unreadable (killed while saving?); "
+              "resuming from the one before it", file=sys.stderr)
+        return True
+
+    def start_over(self, initial_weights: list[np.ndarray]) -> None:
+        """Drop the unreadable backup and train from the run's first weights, with a fresh optimizer."""
+        print(f"warning: the backup in {self.backup_dir} is unreadable (killed while saving?); "
+              "starting over", file=sys.stderr)
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+        self.model.set_weights(initial_weights)
+        for variable in self.model.optimizer.variables:
+            variable.assign(keras.ops.zeros_like(variable))
 
 
 def describe_plan(plan: TrainingPlan, settings: TrainingSettings, n_train: int, global_batch: int,

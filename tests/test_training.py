@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import pytest
@@ -240,6 +241,41 @@ def test_backup_killed_during_first_save_starts_over(tmp_path, capsys):
                         callbacks=[ResumableBackup(str(backup), double_checkpoint=True)])
     assert len(history.history["loss"]) == 2
     assert "unreadable" in capsys.readouterr().err
+
+
+class KilledAfter(keras.callbacks.Callback):
+    """Stops a run at the end of an epoch, after the backup of that epoch is written, as a kill would."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Raise once `epochs` epochs are done."""
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_backup_cut_short_by_a_kill_resumes_from_the_one_before(tmp_path, capsys):
+    """A kill while the weights are written can leave an HDF5 file that opens but lacks weights."""
+    images = np.zeros((4, 16, 16), np.float32)
+    labels = np.array([[1, 2], [2, 1], [1, 0], [2, 0]], np.int32)
+    backup = tmp_path / "backup"
+
+    def fit(epochs: int, *callbacks: keras.callbacks.Callback) -> dict:
+        """A fresh model fitted with the backup in `backup`."""
+        model = build_model(ModelSpec("01", 16, 16, 2))
+        compile_model(model, 1e-3, 10, 5)
+        return model.fit(images, labels, epochs=epochs, verbose=0,
+                         callbacks=[ResumableBackup(str(backup), double_checkpoint=True), *callbacks]).history
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(3, KilledAfter(2))  # backups of epochs 1 (the previous) and 2 (the latest)
+    with h5py.File(backup / "latest.weights.h5", "a") as weights:  # the latest lacks a batch norm's last variable
+        del weights["layers/batch_normalization/vars/3"]
+    history = fit(3)
+    assert len(history["loss"]) == 2, "epoch 1 was restored from the previous backup: two of three epochs left"
+    assert "resuming from the one before it" in capsys.readouterr().err
 
 
 def test_second_training_on_the_same_model_stops_at_once(tiny_data, tmp_path, capsys):
