@@ -298,6 +298,8 @@ class TrainingProgress(NamedTuple):
 
 EPOCH_LINE = re.compile(r"^Epoch (\d+)/(\d+)")
 VAL_ACC = re.compile(r"val_seq_acc: ([0-9.]+(?:e[-+]?[0-9]+)?)")  # Keras prints 0.0005 as 5.0000e-04
+# The kept model's score, printed once training ends: the best epoch's, which the last epoch's need not be.
+KEPT_VAL_ACC = re.compile(r"^validation: sequence accuracy ([0-9.]+)")
 SMALL_VALIDATION = re.compile(r"^warning: (\d+ validation images cannot tell .*?);")
 
 
@@ -306,7 +308,7 @@ def update_progress(progress: TrainingProgress, line: str) -> TrainingProgress:
     epoch = EPOCH_LINE.match(line)
     if epoch:
         return progress._replace(epoch=int(epoch.group(1)), epochs=int(epoch.group(2)))
-    accuracy = VAL_ACC.search(line)
+    accuracy = KEPT_VAL_ACC.match(line) or VAL_ACC.search(line)
     if accuracy:
         return progress._replace(val_seq_acc=float(accuracy.group(1)))
     small = SMALL_VALIDATION.match(line)

@@ -204,6 +204,8 @@ def test_training_progress_from_keras_lines():
         progress = update_progress(progress, line)
     assert progress == TrainingProgress(3, 40, 0.25)
     assert update_progress(progress, "6/6 - 1s - val_seq_acc: 5.0000e-04").val_seq_acc == 0.0005  # Keras' way
+    kept = "validation: sequence accuracy 0.9500, character error rate 0.0125 (20 images, 9 s of training)"
+    assert update_progress(progress, kept).val_seq_acc == 0.95, "the page shows the kept (best) epoch's score"
 
 def test_training_progress_carries_the_verdicts_small_validation_warning():
     """The page shows the warning training prints: parsed from the line verdict.py writes, not a copy of it."""
