@@ -84,14 +84,22 @@ def read_label_rows(csv_path: Path) -> dict[str, LabelRow]:
         raise DatasetError(f"{csv_path}: line {line} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     labels = {}
     rows = csv.reader(io.StringIO(text, newline=""))
+    next_line = 1
     try:
         for row in rows:
-            if not row or (rows.line_num == 1 and row in (list(CSV_HEADER[:2]), list(CSV_HEADER))):
+            first_line, next_line = next_line, rows.line_num + 1  # a quoted field may span lines
+            if not row or (first_line == 1 and row in (list(CSV_HEADER[:2]), list(CSV_HEADER))):
                 continue
             if len(row) not in (2, 3) or not row[0]:
-                raise DatasetError(f"{csv_path}: line {rows.line_num}: expected `path,label` or `path,label,note`, "
+                raise DatasetError(f"{csv_path}: line {first_line}: expected `path,label` or `path,label,note`, "
                                    f"got {row!r}"[:300])
-            labels[Path(row[0]).name] = LabelRow(*row[1:])
+            if first_line == 1 and row[0].strip().lower() == CSV_HEADER[0]:
+                raise DatasetError(f"{csv_path}: line 1: the header must be `path,label` or `path,label,note`,"
+                                   f" got {','.join(row)!r}"[:300])
+            if any("\n" in field or "\r" in field for field in row[1:]):
+                raise DatasetError(f"{csv_path}: line {first_line}: a label or note runs over several lines"
+                                   " (a quote left open?)")
+            labels[Path(row[0]).name] = LabelRow(row[1].strip(), *row[2:])
     except csv.Error as error:
         raise DatasetError(f"{csv_path}: line {rows.line_num}: {error}") from None
     return labels

@@ -109,6 +109,21 @@ def test_labels_csv_bad_row_names_its_line(tmp_path, row):
         read_label_rows(tmp_path / "labels.csv")
 
 
+@pytest.mark.parametrize("text, message", [
+    ('path,label\na.png,"12\nb.png,34\nc.png,56\n', r"line 2: a label or note runs over several lines \(a quote"),
+    ("path,lable\na.png,12\n", "line 1: the header must be `path,label` or `path,label,note`, got 'path,lable'"),
+])
+def test_labels_csv_typos_are_named_not_trained(tmp_path, text, message):
+    (tmp_path / "labels.csv").write_text(text)
+    with pytest.raises(DatasetError, match=message):
+        read_label_rows(tmp_path / "labels.csv")
+
+
+def test_labels_csv_labels_lose_surrounding_spaces(tmp_path):
+    (tmp_path / "labels.csv").write_text("a.png, Q0W4 \nb.png,ab cd\n")
+    assert read_labels_csv(tmp_path / "labels.csv") == {"a.png": "Q0W4", "b.png": "ab cd"}
+
+
 def test_folder_with_every_image_left_out_says_so(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "labels.csv").write_text("a.png,\n")
