@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from captcha_reader import service
 from captcha_reader.base import ModelSpec, UserError, counted, first_line
 from captcha_reader.decoding import Reading, TextFormat
+from captcha_reader.files import exclusive_lock
 from captcha_reader.label_loop import (
     ORDERS,
     PAGE_MODEL,
@@ -47,6 +48,7 @@ from captcha_reader.reading import BASE_MODEL, BaseReader, existing_model
 from captcha_reader.service import ServiceSettings
 
 PREFIX = "/label"
+PAGE_LOCK = "page.lock"  # in the folder's work folder: held while a page serves the folder
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "label"
 ASSETS = ("label.html", "label.css", "label.js")
 LOG_LINES = 8  # the run's last lines, for the page
@@ -337,11 +339,18 @@ def serve(folder: str | Path, model: str | Path | None, port: int, reviews: Sequ
     """Open the folder and serve the page on 127.0.0.1 until Ctrl-C."""
     service.check_port_free("127.0.0.1", port)
     session = LabellingSession(folder, model, reviews)
+    # Two pages on one folder would each miss the other's answers and train into the same model.
+    with exclusive_lock(session.work / PAGE_LOCK, f"{folder}: another labelling page has this folder open"):
+        serve_session(session, model, port)
+
+
+def serve_session(session: LabellingSession, model: str | Path | None, port: int) -> None:
+    """Serve the page of an open session on 127.0.0.1 until Ctrl-C."""
     # The model named on the command line also answers /read, through the suggestions' ONNX export: no TensorFlow here.
     reader = open_reader(onnx_for(session.model, session.work)) if model else None
     counts = session.store.counts()
-    print(f"{folder}: {counts['total']} images, {counts['labelled']} labelled, {counts['waiting']} waiting; "
-          f"suggestions from {session.model or 'no model (none given, no base model shipped)'}")
+    print(f"{session.store.folder}: {counts['total']} images, {counts['labelled']} labelled,"
+          f" {counts['waiting']} waiting; suggestions from {session.model or 'no model (none given, no base model shipped)'}")
     if session.newly_waiting:
         print(f"{counted(session.newly_waiting, 'image')} had no row in labels.csv and now wait for a label: the page"
               " never takes a file name for a label (if these names are the labels, stop now and delete their rows"

@@ -17,11 +17,12 @@ from typing import Iterator
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from helpers import free_port
+from helpers import free_port, one_error_line
 
 import ocr_captcha
 from captcha_reader import label_loop, labelling
 from captcha_reader.base import DatasetError
+from captcha_reader.files import exclusive_lock
 from captcha_reader.label_loop import TrainingProgress
 from captcha_reader.labelling import LabellingSession, Trainer, create_app
 from captcha_reader.labels import LabelRow, read_label_rows
@@ -90,6 +91,15 @@ def test_opening_says_that_file_names_are_not_taken_for_labels(photos, monkeypat
     assert "12 images had no row in labels.csv and now wait for a label" in capsys.readouterr().out
     labelling.serve(photos, None, free_port())
     assert "no row in labels.csv" not in capsys.readouterr().out, "opened again: no image is newly waiting"
+
+
+def test_a_second_page_on_the_same_folder_is_refused(photos, monkeypatch, capsys):
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    monkeypatch.setattr(labelling, "find_base_model", lambda: None)
+    with exclusive_lock(photos / ".labelling" / labelling.PAGE_LOCK, "held by the first page"):
+        assert ocr_captcha.main(["--label", str(photos), "--port", str(free_port())]) == 1
+    assert "another labelling page has this folder open" in one_error_line(capsys)
+    labelling.serve(photos, None, free_port())  # once the first page has stopped, the folder opens
 
 
 def test_api_queue_answer_and_refusals(photos):
