@@ -200,9 +200,12 @@ class LabellingSession:
             self.suggester.start(start)
 
     def take_new_images(self) -> None:
-        """Images added to the folder since it was opened wait for a label (in review, file names are the labels)."""
-        if not self.reviews_from:
-            self.store.take_new_images()
+        """Images added to the folder since it was opened wait for a label (in review, file names are the labels).
+
+        The model then reads the waiting images again, so that the new ones get suggestions too.
+        """
+        if not self.reviews_from and self.store.take_new_images() and self.model is not None:
+            self.suggester.start(self.model)
 
     def train(self) -> None:
         """Train the folder's model on its labelled images (fine-tuning the current model), then re-suggest."""

@@ -328,6 +328,15 @@ def test_a_file_saved_into_the_folder_meanwhile_waits_and_is_never_trained_by_it
     assert commands and "0427.png" in [item["name"] for item in client.get("/label/api/queue").json()["items"]]
 
 
+def test_an_image_added_while_the_page_runs_gets_a_suggestion(photos, lite_model):
+    session = LabellingSession(photos, lite_model)
+    wait_for_suggestions(session)
+    (photos / "later.png").write_bytes((photos / "shot 00.png").read_bytes())
+    session.queue("name")  # the page asks for its queue again
+    wait_for_suggestions(session)
+    assert "later.png" in session.suggester.suggestions
+
+
 def test_a_refused_second_training_click_leaves_the_running_runs_start_alone(photos):
     session = LabellingSession(photos)
     for name in sorted(p.name for p in photos.glob("*.png"))[:2]:
