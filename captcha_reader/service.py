@@ -49,7 +49,7 @@ from captcha_reader.base import ImageReadError, SettingError, TextFormatError, U
 from captcha_reader.decoding import TextFormat, decode, requested_format, resolve_format
 from captcha_reader.images import describe, read_image
 from captcha_reader.readers import open_reader
-from captcha_reader.reading import BaseReader, Reading, named_model
+from captcha_reader.reading import BaseReader, Reading, existing_model, named_model
 from captcha_reader.settings import OneLineParser, port_number
 
 DEFAULT_SERVICE_MODEL = "model/ocr_captcha.onnx"
@@ -546,8 +546,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = args.settings
     try:
-        check_port_free(args.host, args.port)
-        reader = open_reader(named_model(args.model))
+        model = existing_model(named_model(args.model))  # a missing model is the first thing to hear of
+        check_port_free(args.host, args.port)  # before the model loads: a busy port fails at once
+        reader = open_reader(model)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

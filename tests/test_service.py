@@ -379,15 +379,14 @@ def test_the_service_takes_base_for_the_shipped_base_model(monkeypatch):
         assert client.get("/model").json()["charset"] == BASE_CHARSET
 
 
-def test_a_port_in_use_stops_the_service_and_the_labelling_page_in_one_line(tmp_path):
+def test_a_port_in_use_stops_the_service_and_the_labelling_page_in_one_line(tmp_path, lite_model):
     folder = tmp_path / "unlabelled"
     folder.mkdir()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        commands = [[sys.executable, "predict_example.py", "--serve", "--model", str(tmp_path / "none.onnx"),
-                     "--port", port],
+        commands = [[sys.executable, "predict_example.py", "--serve", "--model", str(lite_model), "--port", port],
                     [sys.executable, "ocr_captcha.py", "--label", str(folder), "--port", port]]
         for command in commands:
             result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -395,4 +394,8 @@ def test_a_port_in_use_stops_the_service_and_the_labelling_page_in_one_line(tmp_
             assert result.stderr.strip().splitlines() == [
                 f"error: cannot listen on 127.0.0.1:{port} (Address already in use): is another server running? "
                 "pick another --port"]
+        missing = subprocess.run([sys.executable, "predict_example.py", "--serve", "--model",
+                                  str(tmp_path / "none.onnx"), "--port", port],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert list(folder.iterdir()) == []  # checked before the folder's labels.csv is written
+    assert missing.returncode == 1 and "none.onnx: no such model" in missing.stderr, "the model first, then the port"
