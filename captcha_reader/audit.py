@@ -15,18 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from captcha_reader.base import BLANK_INDEX, DatasetError
-from captcha_reader.data import (
-    encode_labels,
-    infer_spec,
-    labelled_items,
-    load_training_images,
-    spec_for_data,
-)
+from captcha_reader.data import encode_labels, infer_spec, labelled_items, load_training_images
 from captcha_reader.files import check_writable, write_json
-from captcha_reader.model import KerasReader, build_model
+from captcha_reader.model import KerasReader
 from captcha_reader.settings import TrainingSettings
 from captcha_reader.tf_import import keras
-from captcha_reader.training import fit, in_memory
+from captcha_reader.training import fit, in_memory, network_for, starting_point
 
 
 def label_probabilities(model: keras.Model, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -45,7 +39,8 @@ def audit_folder(folder: str, settings: TrainingSettings, folds: int, report_pat
     keras.utils.set_random_seed(settings.seed)
     check_writable(report_path.parent, "the report")
     items = labelled_items(folder)
-    spec = spec_for_data(infer_spec(items, settings.img_height, settings.img_width), None, settings.capacity)
+    # Each fold starts where a training run on this folder would: the base model for letters it knows.
+    _, base, spec = starting_point(settings, infer_spec(items, settings.img_height, settings.img_width))
     data = load_training_images(items, spec, folder)
     count = len(data.labels)
     if count < 2 * folds:
@@ -57,7 +52,7 @@ def audit_folder(folder: str, settings: TrainingSettings, folds: int, report_pat
     for k, held_out in enumerate(fold_indices, start=1):
         print(f"fold {k}/{folds}: training on {count - len(held_out)} images, scoring {len(held_out)}")
         train_idx = np.setdiff1d(np.arange(count), held_out)
-        model = build_model(spec)
+        model = network_for(spec, base)
         work = Path(tempfile.mkdtemp(prefix="audit_"))
         try:
             elements = in_memory(data.images[train_idx], labels[train_idx])

@@ -134,6 +134,19 @@ def starting_model(settings: TrainingSettings, found: ModelSpec) -> str | None:
     return str(BASE_MODEL)
 
 
+def starting_point(settings: TrainingSettings, found: ModelSpec) -> tuple[str | None, keras.Model | None, ModelSpec]:
+    """Where a run starts for data of spec `found`: the starting model's path and network (None: a new
+    network), and the spec to train (fine-tuning keeps the starting model's height and capacity)."""
+    start = starting_model(settings, found)
+    base = load_keras_reader(start).model if start else None
+    return start, base, spec_for_data(found, model_info(base).spec if base is not None else None, settings.capacity)
+
+
+def network_for(spec: ModelSpec, base: keras.Model | None) -> keras.Model:
+    """A new network for `spec`, or one that starts from `base`'s weights."""
+    return build_model(spec) if base is None else extend_model(base, spec)
+
+
 def describe_data(where: str, spec: ModelSpec) -> None:
     """Print how many images a run trains on and what they ask of the network."""
     print(f"{where}; charset {spec.charset!r} ({len(spec.charset)}), labels of {spec.min_label_length} to "
@@ -541,14 +554,11 @@ def train_and_save(settings: TrainingSettings, strategy: tf.distribute.Strategy,
 def model_and_data(settings: TrainingSettings, strategy: tf.distribute.Strategy, items: list[tuple[Path, str]] | None,
                    pseudo_labels: PseudoLabels | None) -> tuple[keras.Model, TrainingData, str | None]:
     """The network to train (new, or extended from the starting model), its data, and the starting model's path."""
-    found = data_spec(settings, items)
-    start = starting_model(settings, found)
-    base = load_keras_reader(start).model if start else None
-    spec = spec_for_data(found, model_info(base).spec if base is not None else None, settings.capacity)
+    start, base, spec = starting_point(settings, data_spec(settings, items))
     data = (shard_training_data(settings, spec) if items is None
             else folder_training_data(settings, spec, items, pseudo_labels))
     with strategy.scope():
-        model = build_model(data.spec) if base is None else extend_model(base, data.spec)
+        model = network_for(data.spec, base)
     if base is not None:
         print_charset_change(model_info(base).spec.charset, data.spec.charset)
     print(f"training on {data.n_train} images, validating on {len(data.val_labels)} (seed {settings.seed}); "

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+from helpers import write_text_images
 
 import ocr_captcha
 from captcha_reader.audit import label_probabilities
@@ -23,6 +24,15 @@ def test_audit_ranks_every_file_lowest_probability_first(tiny_data, tmp_path, ca
     assert (tmp_path / "audit.png").stat().st_size > 0
     assert not (tmp_path / "m.keras").exists(), "the audit never writes a model"
     assert "fold 2/2" in capsys.readouterr().out
+
+
+def test_the_audit_of_letters_starts_each_fold_from_the_base_model(tmp_path, capsys):
+    folder = write_text_images(tmp_path / "letters", 16, seed=3, charset="ABCD", lengths=(3, 4))
+    report = tmp_path / "audit.json"
+    assert ocr_captcha.main(["--audit", str(folder), "--folds", "2", "--epochs", "1", "--model",
+                             str(tmp_path / "m.keras"), "--report", str(report), "--verbose", "0"]) == 0
+    assert "starting from the base model" in capsys.readouterr().out, "where a training run on the folder starts"
+    assert len(json.loads(report.read_text())) == 16
 
 
 def test_label_probabilities_match_a_confident_path():
