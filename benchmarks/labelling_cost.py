@@ -117,7 +117,7 @@ def read_suggestions(model: Path, store: LabelStore, work: Path) -> PageSuggesti
     text_format = labels_format(store.labels(), reader.spec)
     by_name: dict[str, Reading] = {}
     for batch in suggest(reader, [store.folder / name for name in store.waiting()], text_format):
-        by_name.update(batch)
+        by_name.update(batch.readings)
     return PageSuggestions(by_name, reader.spec, text_format)
 
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Literal, NamedTuple, Sequence
+from typing import Iterator, Literal, NamedTuple, Sequence
 
 from captcha_reader.base import (
     DatasetError,
@@ -205,13 +205,21 @@ def describe_format(text_format: TextFormat) -> str:
     return f"{low if low == high else f'{low}-{high}'} characters: {', '.join(kinds)}"
 
 
+class Suggestions(NamedTuple):
+    """A batch of suggestions: the readings by file name, and why each unreadable file could not be read."""
+
+    readings: dict[str, Reading]
+    problems: dict[str, str]
+
+
 def suggest(reader: BaseReader, paths: Sequence[Path], text_format: TextFormat | None = None,
-            batch_size: int = SUGGESTION_BATCH):
-    """Yield {file name: Reading} for `paths` in `text_format`, one batch at a time; unreadable images get none."""
+            batch_size: int = SUGGESTION_BATCH) -> Iterator[Suggestions]:
+    """Read `paths` in `text_format`, one batch of suggestions at a time."""
     for start in range(0, len(paths), batch_size):
         batch = list(paths[start:start + batch_size])
-        readings = reader.read_each(batch, text_format)
-        yield {path.name: reading for path, reading in zip(batch, readings) if not isinstance(reading, ImageReadError)}
+        results = dict(zip((path.name for path in batch), reader.read_each(batch, text_format)))
+        yield Suggestions({name: result for name, result in results.items() if not isinstance(result, ImageReadError)},
+                          {name: str(result) for name, result in results.items() if isinstance(result, ImageReadError)})
 
 
 def order_queue(names: Sequence[str], suggestions: dict[str, Reading], order: str) -> list[str]:

@@ -43,6 +43,7 @@ from captcha_reader.label_loop import (
     training_command,
     update_progress,
 )
+from captcha_reader.labels import LabelRow
 from captcha_reader.readers import open_reader
 from captcha_reader.reading import BASE_MODEL, BaseReader, existing_model
 from captcha_reader.service import ServiceSettings
@@ -70,6 +71,7 @@ class Suggester:
         self.store = store
         self.work = work
         self.suggestions: dict[str, Reading] = {}
+        self.problems: dict[str, str] = {}  # why a waiting file could not be read
         self.model: Path | None = None
         self.status = "no model"
         self.done = self.total = 0
@@ -108,8 +110,9 @@ class Suggester:
                 with self._lock:
                     if self._token is not token:
                         return
-                    self.suggestions.update(batch)
-                    self.done += len(batch)
+                    self.suggestions.update(batch.readings)
+                    self.problems.update(batch.problems)
+                    self.done += len(batch.readings) + len(batch.problems)
                     self.generation += 1
         except Exception as error:  # the thread's end: the runtime failing is shown on the page, not lost in a log
             with self._lock:
@@ -226,11 +229,18 @@ class LabellingSession:
     def queue(self, order: str) -> list[dict]:
         """The waiting images in `order`, with their suggestions; images added to the folder meanwhile join them."""
         self.take_new_images()
-        suggestions = dict(self.suggester.suggestions)
+        suggestions, problems = dict(self.suggester.suggestions), dict(self.suggester.problems)
         return [{"name": name, "suggestion": suggestions[name].text if name in suggestions else "",
                  "confidence": suggestions[name].confidence if name in suggestions else None,
-                 "char_confidences": list(suggestions[name].char_confidences) if name in suggestions else []}
+                 "char_confidences": list(suggestions[name].char_confidences) if name in suggestions else [],
+                 "problem": problems.get(name)}
                 for name in order_queue(self.store.waiting(), suggestions, order)]
+
+    def answer(self, name: str, label: str, note: str) -> LabelRow:
+        """Record an answer; a label for a file the model could not read is refused (it can only be unreadable)."""
+        if label.strip() and name in self.suggester.problems:
+            raise BadAnswer(f"{self.suggester.problems[name]}: it cannot be trained on; mark it unreadable (Alt+U)")
+        return self.store.answer(name, label, note)
 
     def reviews(self) -> list[ReviewItem]:
         """Review items still to decide."""
@@ -307,7 +317,7 @@ def make_router(session: LabellingSession) -> APIRouter:
     def answer(answer: Answer) -> dict:
         """Append the answer to labels.csv (synced to disk) before replying."""
         try:
-            row = session.store.answer(answer.name, answer.label, answer.note)
+            row = session.answer(answer.name, answer.label, answer.note)
         except UserError as error:
             raise HTTPException(400, str(error)) from None
         session.suggester.follow_labels()

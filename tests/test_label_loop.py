@@ -236,14 +236,16 @@ def test_retraining_the_model_in_place_fine_tunes_a_copy_of_it(tmp_path):
     assert start != model.resolve() and start.read_bytes() == b"the model as it is"
 
 
-def test_suggest_reads_in_batches_and_skips_unreadable_files(reader, tiny_data, tmp_path):
+def test_suggest_reads_in_batches_and_says_why_a_file_is_unreadable(reader, tiny_data, tmp_path):
     paths = sorted(tiny_data.glob("*.png"))[:5]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     batches = list(suggest(reader, [*paths[:2], broken, *paths[2:]], batch_size=3))
     assert len(batches) == 2
-    merged = {name: s for batch in batches for name, s in batch.items()}
+    merged = {name: s for batch in batches for name, s in batch.readings.items()}
     assert sorted(merged) == sorted(p.name for p in paths)
     assert all(0 <= s.confidence <= 1 for s in merged.values())
-    in_format = {name: s for batch in suggest(reader, paths, TextFormat("17", (2, 3))) for name, s in batch.items()}
+    assert list(batches[0].problems) == ["broken.png"] and "broken.png" in batches[0].problems["broken.png"]
+    in_format = {name: s for batch in suggest(reader, paths, TextFormat("17", (2, 3)))
+                 for name, s in batch.readings.items()}
     assert len(in_format) == 5 and all(2 <= len(s.text) <= 3 and set(s.text) <= set("17") for s in in_format.values())

@@ -337,6 +337,19 @@ def test_an_image_added_while_the_page_runs_gets_a_suggestion(photos, lite_model
     assert "later.png" in session.suggester.suggestions
 
 
+def test_a_file_the_model_cannot_read_says_why_and_takes_no_label(photos, lite_model):
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    session = LabellingSession(photos, lite_model)
+    wait_for_suggestions(session)
+    client = TestClient(create_app(session))
+    item = next(i for i in client.get("/label/api/queue").json()["items"] if i["name"] == "broken.png")
+    assert item["suggestion"] == "" and "broken.png" in item["problem"]
+    refused = client.post("/label/api/answer", json={"name": "broken.png", "label": "1234"})
+    assert refused.status_code == 400 and "mark it unreadable" in refused.json()["error"]
+    marked = client.post("/label/api/answer", json={"name": "broken.png", "note": "unreadable"})
+    assert marked.json()["saved"] == {"label": "", "note": "unreadable"}
+
+
 def test_a_refused_second_training_click_leaves_the_running_runs_start_alone(photos):
     session = LabellingSession(photos)
     for name in sorted(p.name for p in photos.glob("*.png"))[:2]:

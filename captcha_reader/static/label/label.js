@@ -97,6 +97,8 @@ function showHint(item) {
   const add = (text, cls) => { const span = document.createElement("span"); span.textContent = text; if (cls) span.className = cls; hint.append(span); };
   if (state.mode === "review") {
     add(`label "${item.label}" · the model read "${item.pred}" · ${item.source}`);
+  } else if (item.problem) {
+    add(`this file cannot be read (${item.problem}): mark it unreadable (Alt+U)`, "conf low");
   } else if (item.confidence === null) {
     add("no suggestion: type the label");
   } else {
