@@ -121,12 +121,14 @@ class LabelStore:
             self._append([(name, "", "") for name in new], header)
         return len(new)
 
-    def take_new_images(self) -> int:
-        """List the folder again: images added since it was opened wait for a label; returns how many."""
+    def take_new_images(self) -> list[str]:
+        """List the folder again: images added since it was opened wait for a label; returns the new ones."""
         names = [p.name for p in list_images(self.folder)]
         with self._lock:
+            new = [name for name in names if name not in self._known]
             self.names, self._known = names, set(names)
-        return self.open_for_labelling()
+        self.open_for_labelling()
+        return new
 
     def answer(self, name: str, label: str, note: str = "") -> LabelRow:
         """Record an answer: a label, "" to wait again (undo), or the note `unreadable` with no label."""
@@ -343,12 +345,15 @@ def fine_tuning_start(model: Path, init_from: Path) -> Path:
 
 
 def training_command(folder: Path, model: Path, init_from: Path | None, labelled: int,
-                     epochs: int | None = None) -> list[str]:
+                     epochs: int | None = None, new_images_wait: bool = False) -> list[str]:
     """The command that trains `model` on the folder's labelled images (fine-tuning `init_from` if given).
 
     A run from scratch uses the training defaults; fine-tuning needs fewer epochs; `epochs` overrides both.
+    With `new_images_wait`, images labels.csv does not list yet wait for a label, not trained by file name.
     """
     command = [*TRAINING_MODULE, "train", str(folder.resolve()), str(model.resolve())]
+    if new_images_wait:
+        command.append("--new-images-wait")
     if init_from is not None:
         command += ["--init-from", str(fine_tuning_start(model, init_from).resolve())]
         epochs = epochs or fine_tune_epochs(labelled)

@@ -1,6 +1,6 @@
 """The labelling page's TensorFlow work, in processes of its own: training runs and ONNX exports.
 
-    python -m captcha_reader.label_training train DIR MODEL [--init-from MODEL] [--epochs N]
+    python -m captcha_reader.label_training train DIR MODEL [--init-from MODEL] [--epochs N] [--new-images-wait]
     python -m captcha_reader.label_training export MODEL.keras OUT.onnx
 
 `train` trains MODEL (an ordinary .keras file) on DIR's labelled images, writes MODEL with the
@@ -18,14 +18,17 @@ from captcha_reader.base import UserError
 from captcha_reader.evaluation import evaluate_folder
 from captcha_reader.export import export_lite
 from captcha_reader.files import beside_model
+from captcha_reader.label_loop import LabelStore
 from captcha_reader.lite import load_lite_reader
 from captcha_reader.model import load_keras_reader
 from captcha_reader.settings import TrainingSettings
 from captcha_reader.training import train
 
 
-def run(folder: Path, model: Path, init_from: Path | None, epochs: int | None) -> None:
+def run(folder: Path, model: Path, init_from: Path | None, epochs: int | None, new_images_wait: bool) -> None:
     """Train, export and evaluate, as the module docstring says."""
+    if new_images_wait:  # saved into the folder since the page listed it: not trained under its file name
+        LabelStore(folder).open_for_labelling()
     settings = TrainingSettings(data_dir=str(folder), model=str(model), epochs=epochs, verbose=2,
                                 init_from=str(init_from) if init_from else None)
     reader = train(settings)
@@ -43,13 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     training.add_argument("model", type=Path)
     training.add_argument("--init-from", type=Path)
     training.add_argument("--epochs", type=int)
+    training.add_argument("--new-images-wait", action="store_true",
+                          help="images labels.csv does not list yet wait for a label (labelling, not review)")
     exporting = commands.add_parser("export", help="write a .keras model as ONNX for reading suggestions")
     exporting.add_argument("model", type=Path)
     exporting.add_argument("onnx", type=Path)
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
-            run(args.folder, args.model, args.init_from, args.epochs)
+            run(args.folder, args.model, args.init_from, args.epochs, args.new_images_wait)
         else:
             export_lite(load_keras_reader(args.model), args.onnx)
     except UserError as error:

@@ -43,7 +43,7 @@ from captcha_reader.label_loop import (
     training_command,
     update_progress,
 )
-from captcha_reader.labels import LabelRow
+from captcha_reader.labels import LabelRow, images_in
 from captcha_reader.readers import open_reader
 from captcha_reader.reading import BASE_MODEL, BaseReader, existing_model
 from captcha_reader.service import ServiceSettings
@@ -80,18 +80,29 @@ class Suggester:
         self.text_format: TextFormat | None = None  # the labels' format the suggestions follow (None: the model's)
         self._lock = threading.RLock()  # follow_labels starts a reading while it holds the lock
         self._token: object | None = None  # the reading in progress; a newer one replaces it
+        self._reader: BaseReader | None = None  # the loaded model of the current reading
 
     def start(self, model: Path) -> None:
         """Read every waiting image with `model`; a later call supersedes a reading in progress."""
         with self._lock:
             self.model, self.status, self.done = model, "preparing the model (an ONNX export, once per model)", 0
-            self.spec = self.text_format = None
+            self.spec = self.text_format = self._reader = None
             token = object()
             self._token = token
         threading.Thread(target=self._read_all, args=(model, token), daemon=True).start()
 
+    def read_new(self, names: list[str]) -> None:
+        """Images joined the queue: tell the page, and read them with the model loaded (one loading reads them itself)."""
+        with self._lock:
+            self.generation += 1
+            reader, token, text_format = self._reader, self._token, self.text_format
+            if reader is None:
+                return
+            self.total, self.status = self.total + len(names), "reading"
+        threading.Thread(target=self._read, args=(reader, token, names, text_format), daemon=True).start()
+
     def _read_all(self, model: Path, token: object) -> None:
-        """The worker: load the model, then read the waiting images batch by batch in the labels' format."""
+        """The worker: load the model, then read the waiting images in the labels' format."""
         try:
             reader = open_reader(onnx_for(model, self.work))
         except UserError as error:
@@ -102,9 +113,14 @@ class Suggester:
         with self._lock:  # an answer that changes the format after this point starts a new reading
             if self._token is not token:
                 return
+            self._reader = reader
             self.spec, self.text_format = reader.spec, labels_format(self.store.labels(), reader.spec)
             text_format, names = self.text_format, self.store.waiting()
             self.total, self.status = len(names), "reading"
+        self._read(reader, token, names, text_format)
+
+    def _read(self, reader: BaseReader, token: object, names: list[str], text_format: TextFormat | None) -> None:
+        """Read `names` batch by batch while `token` is the current reading; "ready" once every image is read."""
         try:
             for batch in suggest(reader, [self.store.folder / name for name in names], text_format):
                 with self._lock:
@@ -112,6 +128,10 @@ class Suggester:
                         return
                     self.suggestions.update(batch.readings)
                     self.problems.update(batch.problems)
+                    for name in batch.readings:  # a file caught half written reads on a later try
+                        self.problems.pop(name, None)
+                    for name in batch.problems:
+                        self.suggestions.pop(name, None)
                     self.done += len(batch.readings) + len(batch.problems)
                     self.generation += 1
         except Exception as error:  # the thread's end: the runtime failing is shown on the page, not lost in a log
@@ -120,7 +140,7 @@ class Suggester:
                     self.status = f"stopped reading: {first_line(error)}"
             return
         with self._lock:
-            if self._token is token:
+            if self._token is token and self.done >= self.total:
                 self.status = "ready"
 
     def follow_labels(self) -> None:
@@ -156,10 +176,14 @@ class Trainer:
         with self._lock:  # two clicks at once start one run
             if self.state == "running":
                 raise TrainingBusy("a training run is already going")
+            try:
+                self.process = subprocess.Popen(command(), cwd=package_root(), stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+            except OSError as error:  # the start model's copy or the process: the next click may try again
+                self.state = f"failed to start ({first_line(error)})"
+                raise UserError(f"the training run did not start: {first_line(error)}") from None
             self.progress, self.state = TrainingProgress(), "running"
             self.log.clear()
-            self.process = subprocess.Popen(command(), cwd=package_root(), stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, text=True, bufsize=1)
         threading.Thread(target=self._follow, args=(self.process, on_success), daemon=True).start()
 
     def _follow(self, process: subprocess.Popen, on_success) -> None:
@@ -205,10 +229,13 @@ class LabellingSession:
     def take_new_images(self) -> None:
         """Images added to the folder since it was opened wait for a label (in review, file names are the labels).
 
-        The model then reads the waiting images again, so that the new ones get suggestions too.
+        The page hears of them through the suggestions' generation, and the model reads them.
         """
-        if not self.reviews_from and self.store.take_new_images() and self.model is not None:
-            self.suggester.start(self.model)
+        if self.reviews_from:
+            return
+        new = self.store.take_new_images()
+        if new:
+            self.suggester.read_new(new)
 
     def train(self) -> None:
         """Train the folder's model on its labelled images (fine-tuning the current model), then re-suggest."""
@@ -218,8 +245,8 @@ class LabellingSession:
             raise BadAnswer("label a few images first")
         self.work.mkdir(exist_ok=True)
         init_from = self.model if self.model is not None and self.model.suffix == ".keras" else None
-        self.trainer.start(lambda: training_command(self.store.folder, self.own_model, init_from, labelled),
-                           self._trained)
+        self.trainer.start(lambda: training_command(self.store.folder, self.own_model, init_from, labelled,
+                                                    new_images_wait=not self.reviews_from), self._trained)
 
     def _trained(self) -> None:
         """Switch to the new model and read the waiting images with it."""
@@ -227,8 +254,7 @@ class LabellingSession:
         self.suggester.start(self.own_model)
 
     def queue(self, order: str) -> list[dict]:
-        """The waiting images in `order`, with their suggestions; images added to the folder meanwhile join them."""
-        self.take_new_images()
+        """The waiting images in `order`, with their suggestions."""
         suggestions, problems = dict(self.suggester.suggestions), dict(self.suggester.problems)
         return [{"name": name, "suggestion": suggestions[name].text if name in suggestions else "",
                  "confidence": suggestions[name].confidence if name in suggestions else None,
@@ -254,7 +280,8 @@ class LabellingSession:
             return None
 
     def state(self) -> dict:
-        """Everything the page shows besides the queue."""
+        """Everything the page shows besides the queue (which it reloads when images join it)."""
+        self.take_new_images()
         return {"folder": str(self.store.folder), "counts": self.store.counts(), "suggestions": self.suggester.info(),
                 "training": self.trainer.info(), "orders": ORDERS, "review_count": self.review_count(),
                 "model_file": str(self.own_model) if self.own_model.is_file() else None}
@@ -351,10 +378,10 @@ def labelling_page(session: LabellingSession) -> service.Page:
 def serve(folder: str | Path, model: str | Path | None, port: int, reviews: Sequence[str | Path] = ()) -> None:
     """Open the folder and serve the page on 127.0.0.1 until Ctrl-C."""
     service.check_port_free("127.0.0.1", port)
-    session = LabellingSession(folder, model, reviews)
+    images_in(folder, " to label")  # a folder without images is left untouched: no work folder, no lock
     # Two pages on one folder would each miss the other's answers and train into the same model.
-    with exclusive_lock(session.work / PAGE_LOCK, f"{folder}: another labelling page has this folder open"):
-        serve_session(session, model, port)
+    with exclusive_lock(Path(folder) / WORK_DIR / PAGE_LOCK, f"{folder}: another labelling page has this folder open"):
+        serve_session(LabellingSession(folder, model, reviews), model, port)
 
 
 def serve_session(session: LabellingSession, model: str | Path | None, port: int) -> None:

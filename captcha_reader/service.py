@@ -46,7 +46,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from captcha_reader.base import ImageReadError, SettingError, TextFormatError, UserError
-from captcha_reader.decoding import TextFormat, decode, requested_format, resolve_format
+from captcha_reader.decoding import TextFormat, decode, decoding_format, requested_format
 from captcha_reader.images import describe, read_image
 from captcha_reader.readers import open_reader
 from captcha_reader.reading import BaseReader, Reading, existing_model, named_model
@@ -328,7 +328,7 @@ def decoding_asked(reader: BaseReader, charset: str | None, length: str | None, 
     """The decoding a request's query asks for, checked against the model; HTTPException 422 when it cannot be."""
     try:
         asked = requested_format(charset, length, greedy)
-        return Decoding(None, True) if greedy else Decoding(resolve_format(reader.spec, asked))
+        return Decoding(decoding_format(reader.spec, asked, greedy), greedy)
     except TextFormatError as error:
         raise HTTPException(422, str(error)) from None
 

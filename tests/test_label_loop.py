@@ -98,10 +98,10 @@ def test_images_added_after_opening_wait_for_a_label(tmp_path):
     store = LabelStore(folder)
     store.open_for_labelling()
     (folder / "0427.png").write_bytes(b"")  # saved into the folder while the page runs
-    assert store.take_new_images() == 1
+    assert store.take_new_images() == ["0427.png"]
     assert store.waiting() == ["0427.png", "a.png"] and store.is_image("0427.png")
     assert list_labelled_images(folder) == []  # not trained under its file name
-    assert store.take_new_images() == 0
+    assert store.take_new_images() == []
 
 
 def test_review_mode_keeps_names_as_labels(tmp_path):
@@ -226,6 +226,11 @@ def test_training_command_fine_tunes_with_fewer_epochs(tmp_path):
     assert tune[tune.index("--epochs") + 1] == str(fine_tune_epochs(400))
     assert fine_tune_epochs(100) > fine_tune_epochs(1000) >= 5
     assert fine_tune_epochs(2) == MAX_AUTO_EPOCHS, "a few labels train no longer than a training run may"
+
+
+def test_the_pages_training_makes_new_images_wait_only_when_labelling(tmp_path):
+    assert "--new-images-wait" in training_command(tmp_path, tmp_path / "m.keras", None, 100, new_images_wait=True)
+    assert "--new-images-wait" not in training_command(tmp_path, tmp_path / "m.keras", None, 100)
 
 
 def test_retraining_the_model_in_place_fine_tunes_a_copy_of_it(tmp_path):

@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from helpers import free_port, one_error_line
 
 import ocr_captcha
-from captcha_reader import label_loop, labelling
-from captcha_reader.base import DatasetError
+from captcha_reader import label_loop, label_training, labelling
+from captcha_reader.base import DatasetError, UserError
 from captcha_reader.files import exclusive_lock
-from captcha_reader.label_loop import TrainingProgress
+from captcha_reader.label_loop import LabelStore, TrainingProgress
 from captcha_reader.labelling import LabellingSession, Trainer, create_app
 from captcha_reader.labels import LabelRow, read_label_rows
 from captcha_reader.lite import load_lite_reader
@@ -99,6 +99,7 @@ def test_a_second_page_on_the_same_folder_is_refused(photos, monkeypatch, capsys
     with exclusive_lock(photos / ".labelling" / labelling.PAGE_LOCK, "held by the first page"):
         assert ocr_captcha.main(["--label", str(photos), "--port", str(free_port())]) == 1
     assert "another labelling page has this folder open" in one_error_line(capsys)
+    assert not (photos / "labels.csv").exists(), "refused before the page writes anything"
     labelling.serve(photos, None, free_port())  # once the first page has stopped, the folder opens
 
 
@@ -325,16 +326,39 @@ def test_a_file_saved_into_the_folder_meanwhile_waits_and_is_never_trained_by_it
     monkeypatch.setattr(session.trainer, "start", lambda command, on_success: commands.append(command()))
     assert client.post("/label/api/train").status_code == 200
     assert read_label_rows(photos / "labels.csv")["0427.png"] == LabelRow("")  # waiting, before training listed it
-    assert commands and "0427.png" in [item["name"] for item in client.get("/label/api/queue").json()["items"]]
+    assert "--new-images-wait" in commands[0], "and the training process takes in any saved after this"
+    assert "0427.png" in [item["name"] for item in client.get("/label/api/queue").json()["items"]]
 
 
-def test_an_image_added_while_the_page_runs_gets_a_suggestion(photos, lite_model):
+def test_the_training_process_makes_an_image_saved_since_the_click_wait(photos, monkeypatch):
+    LabelStore(photos).open_for_labelling()
+    (photos / "0427.png").write_bytes(b"")  # saved after the page listed the folder, before training lists it
+    seen = {}
+
+    def train(settings) -> None:
+        """Stop where training would list the folder, with what labels.csv says then."""
+        seen.update(read_label_rows(photos / "labels.csv"))
+        raise UserError("stopped here")
+
+    monkeypatch.setattr(label_training, "train", train)
+    assert label_training.main(["train", str(photos), str(photos / "m.keras"), "--new-images-wait"]) == 1
+    assert seen["0427.png"] == LabelRow("")
+
+
+def test_an_image_added_while_the_page_runs_joins_the_queue_with_a_suggestion(photos, lite_model):
     session = LabellingSession(photos, lite_model)
     wait_for_suggestions(session)
+    client = TestClient(create_app(session))
+    generation = client.get("/label/api/state").json()["suggestions"]["generation"]
     (photos / "later.png").write_bytes((photos / "shot 00.png").read_bytes())
-    session.queue("name")  # the page asks for its queue again
-    wait_for_suggestions(session)
-    assert "later.png" in session.suggester.suggestions
+    state = client.get("/label/api/state").json()  # what the page polls every 2 s
+    assert state["suggestions"]["generation"] > generation, "the page reloads its queue when the generation moves"
+    assert state["counts"]["waiting"] == 13
+    deadline = time.monotonic() + 60
+    while "later.png" not in session.suggester.suggestions and time.monotonic() < deadline:
+        time.sleep(0.1)
+    item = next(i for i in client.get("/label/api/queue").json()["items"] if i["name"] == "later.png")
+    assert item["suggestion"] and session.suggester.status == "ready"
 
 
 def test_a_file_the_model_cannot_read_says_why_and_takes_no_label(photos, lite_model):
@@ -348,6 +372,11 @@ def test_a_file_the_model_cannot_read_says_why_and_takes_no_label(photos, lite_m
     assert refused.status_code == 400 and "mark it unreadable" in refused.json()["error"]
     marked = client.post("/label/api/answer", json={"name": "broken.png", "note": "unreadable"})
     assert marked.json()["saved"] == {"label": "", "note": "unreadable"}
+    client.post("/label/api/answer", json={"name": "broken.png", "label": ""})  # undo: it waits again
+    (photos / "broken.png").write_bytes((photos / "shot 00.png").read_bytes())  # the whole file, saved at last
+    session.suggester.start(lite_model)
+    wait_for_suggestions(session)
+    assert "broken.png" not in session.suggester.problems and "broken.png" in session.suggester.suggestions
 
 
 def test_a_refused_second_training_click_leaves_the_running_runs_start_alone(photos):
@@ -361,6 +390,21 @@ def test_a_refused_second_training_click_leaves_the_running_runs_start_alone(pho
     with pytest.raises(labelling.TrainingBusy):
         session.train()
     assert not (session.work / "model.start.keras").exists()
+
+
+def test_a_training_run_that_cannot_start_leaves_the_trainer_free():
+    trainer = Trainer()
+
+    def unwritable() -> list[str]:
+        """A command whose start model cannot be copied."""
+        raise PermissionError(13, "Permission denied")
+
+    with pytest.raises(UserError, match="the training run did not start"):
+        trainer.start(unwritable, lambda: None)
+    assert trainer.state.startswith("failed to start")
+    finished = threading.Event()
+    trainer.start(lambda: [sys.executable, "-c", "pass"], finished.set)
+    assert finished.wait(30)
 
 
 def test_the_page_state_answers_when_a_review_report_goes_missing(photos, tmp_path):
