@@ -92,7 +92,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=port_number, default=8765, help="port of the --label page (default: %(default)s)")
     parser.add_argument("--review", metavar="REPORT", action="append", default=[],
                         help="with --label: review the suspects of an --audit or the misreads of an --evaluate report")
-    parser.add_argument("--report", metavar="FILE", help="JSON report of --evaluate or --audit (default: NAME.evaluation.json or NAME.audit.json"
+    parser.add_argument("--report", metavar="FILE",
+                        help="JSON report of --evaluate or --audit (default: NAME.evaluation.json or NAME.audit.json"
                              " beside the model NAME.keras)")
     parser.add_argument("--folds", type=int, default=5, help="models trained by --audit (default: %(default)s)")
     parser.add_argument("--test-dir", metavar="DIR", help="after training, evaluate on this labelled folder")

@@ -63,7 +63,7 @@ def distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset):
 def fit_multiworker(strategy: tf.distribute.Strategy, model: keras.Model, train_ds: tf.data.Dataset,
                     val_ds: tf.data.Dataset | None, epochs: int, global_batch: int, verbose: int,
                     callbacks: list[keras.callbacks.Callback]) -> dict:
-    """fit() for MultiWorkerMirroredStrategy: train and validate each epoch for fit()'s callbacks; returns the history."""
+    """fit() for MultiWorkerMirroredStrategy: train, validate and call fit()'s callbacks each epoch; the history."""
     per_example_loss = keras.losses.CTC(reduction=None)
     with strategy.scope():
         tracked = {"seq_acc": SequenceAccuracy(), "cer": CharacterErrorRate()}

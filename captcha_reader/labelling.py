@@ -92,7 +92,7 @@ class Suggester:
         threading.Thread(target=self._read_all, args=(model, token), daemon=True).start()
 
     def read_new(self, names: list[str]) -> None:
-        """Images joined the queue: tell the page, and read them with the model loaded (one loading reads them itself)."""
+        """Images joined the queue: tell the page, and read them with the loaded model (a loading one reads them)."""
         with self._lock:
             self.generation += 1
             reader, token, text_format = self._reader, self._token, self.text_format
@@ -389,8 +389,9 @@ def serve_session(session: LabellingSession, model: str | Path | None, port: int
     # The model named on the command line also answers /read, through the suggestions' ONNX export: no TensorFlow here.
     reader = open_reader(onnx_for(session.model, session.work)) if model else None
     counts = session.store.counts()
+    suggesting = session.model or "no model (none given, no base model shipped)"
     print(f"{session.store.folder}: {counts['total']} images, {counts['labelled']} labelled,"
-          f" {counts['waiting']} waiting; suggestions from {session.model or 'no model (none given, no base model shipped)'}")
+          f" {counts['waiting']} waiting; suggestions from {suggesting}")
     if session.newly_waiting:
         print(f"{counted(session.newly_waiting, 'image')} had no row in labels.csv and now wait for a label: the page"
               " never takes a file name for a label (if these names are the labels, stop now and delete their rows"

@@ -9,9 +9,10 @@ Readings have the model's own format (its charset and training label lengths) un
 another, as predict_example.py's flags do: `/read?length=4-6&charset=0123456789`, or `/read?greedy=true`.
 `GET /model` is what the model knows, `GET /health` is for probes, `/` is a demo page, `/docs` the OpenAPI docs.
 
-Requests that arrive together are read as one batch (`Batcher`: a batch waits up to `max_wait_ms` for
-images still being decoded): the network runs in its own thread, once per batch, and each request's images are decoded in its own
-format; uploads are decoded in a small pool, so the event loop keeps accepting.
+Requests that arrive together are read as one batch (`Batcher`: a batch waits up to `max_wait_ms`
+for images still being decoded): the network runs in its own thread, once per batch, and each
+request's images are decoded in its own format; uploads are decoded in a small pool, so the event
+loop keeps accepting.
 Every limit is a field of `ServiceSettings`; `create_app(reader, settings)` builds the app, to
 which later pages add their own routes and files in `captcha_reader/static/`.
 """

@@ -250,7 +250,8 @@ def test_a_text_format_the_model_cannot_read_is_refused_before_reading(onnx_read
 
 def test_full_queue_answers_503_with_retry_after(onnx_reader, images):
     gated = GatedReader(onnx_reader)
-    with TestClient(create_app(gated, ServiceSettings(max_queue=2, max_images=2))) as client, ThreadPoolExecutor(1) as pool:
+    settings = ServiceSettings(max_queue=2, max_images=2)
+    with TestClient(create_app(gated, settings)) as client, ThreadPoolExecutor(1) as pool:
         first = pool.submit(client.post, "/read", files=files_of(images[:2]))
         assert gated.entered.wait(60)
         refused = client.post("/read", files=files_of(images[:1]))
